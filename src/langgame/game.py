@@ -1,0 +1,209 @@
+"""The paper's game formalism (section 3): episodes, the player function, returns, payoff kinds.
+
+An episode z is an ordered list of turns. Player 1 (the user) and player 2 (the LLM) take turns;
+player 0 is the environment (OpenSpiel's "chance"): context such as a system prompt, owned by
+nobody. Rendering an episode through a chat template gives the token sequence and the owner
+P(s_t) of every action a_t; the end-of-turn token belongs to the player whose turn it closes,
+and template formatting (role headers, separators) belongs to player 0.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from langgame.errors import LanggameError
+
+PLAYERS = (1, 2)
+THOUGHT_TAGS = ("<think>\n", "\n</think>\n")
+
+
+class PayoffError(LanggameError):
+    """An episode's returns contradict the payoff kind its game declares."""
+
+
+class TemplateError(LanggameError):
+    """A chat template cannot be split into turns with owned end-of-turn tokens."""
+
+
+class Payoff(str, enum.Enum):
+    """How the two returns relate: R1 + R2 = 0, R1 = R2, or R1 + R2 = c(z)."""
+
+    ZERO_SUM = "zero_sum"
+    IDENTICAL_INTEREST = "identical_interest"
+    GENERAL_SUM = "general_sum"
+
+    def check(self, returns: tuple[float, float], tol: float = 1e-6, where: str = "") -> None:
+        r1, r2 = returns
+        bad = (self is Payoff.ZERO_SUM and abs(r1 + r2) > tol) or (
+            self is Payoff.IDENTICAL_INTEREST and abs(r1 - r2) > tol
+        )
+        if bad:
+            raise PayoffError(f"{where or 'episode'}: returns (R1={r1:g}, R2={r2:g}) are not {self.value}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn: the tokens one player emits until its end-of-turn token.
+
+    player: 0 (context), 1 or 2. thought: player two's reasoning segment, emitted before `text`
+    inside THOUGHT_TAGS (the Q-C-A structure of section 5.1). rewards: (r1, r2) that both players
+    receive when this turn ends.
+    """
+
+    player: int
+    text: str
+    thought: str | None = None
+    rewards: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.player not in (0, 1, 2):
+            raise ValueError(f"turn player must be 0, 1 or 2, got {self.player!r}")
+
+    @property
+    def action_text(self) -> str:
+        """Everything the player emits this turn, before the end-of-turn token."""
+        if self.thought is None:
+            return self.text
+        return f"{THOUGHT_TAGS[0]}{self.thought}{THOUGHT_TAGS[1]}{self.text}"
+
+
+@dataclass
+class Episode:
+    """A terminal history z: turns, the game's payoff kind, provenance and free-form metadata."""
+
+    turns: list[Turn]
+    payoff: Payoff = Payoff.GENERAL_SUM
+    id: str = ""
+    game: str = ""
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def returns(self) -> tuple[float, float]:
+        """(R1(z), R2(z)): each player's sum of rewards over the episode (section 3)."""
+        r1 = sum(t.rewards[0] for t in self.turns)
+        r2 = sum(t.rewards[1] for t in self.turns)
+        return (r1, r2)
+
+    def check_payoff(self) -> None:
+        self.payoff.check(self.returns(), where=self.source or self.id or "episode")
+
+    def messages(self, viewer: int = 2) -> list[Message]:
+        """The chat the `viewer` observes: its own turns are 'assistant', the other's 'user'."""
+        roles = {0: "system", viewer: "assistant", 3 - viewer: "user"}
+        return [Message(roles[t.player], t, i) for i, t in enumerate(self.turns)]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    turn: Turn
+    index: int
+
+
+@dataclass
+class Rendered:
+    """An episode as tokens. All arrays have shape [T].
+
+    ids: token ids. owner: the player whose action each token is (0 for context and template
+    formatting). turn: index of the episode turn the token acts in (-1 for formatting).
+    thought: True on player two's reasoning tokens (tags included).
+    """
+
+    ids: np.ndarray
+    owner: np.ndarray
+    turn: np.ndarray
+    thought: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _template_pieces(tokenizer, roles: list[str]) -> list[str]:
+    """Render the chat template around sentinel contents; return the len(roles)+1 formatting strings."""
+    sentinels = [f"\ue000{i}\ue001" for i in range(len(roles))]
+    chat = [{"role": r, "content": s} for r, s in zip(roles, sentinels)]
+    text = tokenizer.apply_chat_template(chat, tokenize=False)
+    pieces, pos = [], 0
+    for s in sentinels:
+        i = text.find(s, pos)
+        if i < 0 or text.count(s) != 1:
+            raise TemplateError(
+                f"chat template of {tokenizer.name_or_path!r} does not render message content verbatim "
+                f"for roles {roles}; langgame needs a template that does"
+            )
+        pieces.append(text[pos:i])
+        pos = i + len(s)
+    pieces.append(text[pos:])
+    return pieces
+
+
+def render(messages: list[Message], tokenizer, eot_token: str) -> Rendered:
+    """Tokenize a chat segment by segment so that every token has exactly one owner.
+
+    Content is tokenized with special tokens split, so a player cannot forge control tokens by
+    writing them as text; the end-of-turn token after each player's content is owned by that player.
+    """
+    pieces = _template_pieces(tokenizer, [m.role for m in messages])
+    ids: list[int] = []
+    owner: list[int] = []
+    turn: list[int] = []
+    thought: list[bool] = []
+
+    def emit(text: str, who: int, index: int, is_thought: bool = False, split: bool = True) -> None:
+        if not text:
+            return
+        new = tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"]
+        ids.extend(new)
+        owner.extend([who] * len(new))
+        turn.extend([index] * len(new))
+        thought.extend([is_thought] * len(new))
+
+    emit(pieces[0], 0, -1, split=False)
+    for m, after in zip(messages, pieces[1:]):
+        who = m.turn.player
+        if m.turn.thought is not None:
+            for part in (THOUGHT_TAGS[0], m.turn.thought, THOUGHT_TAGS[1]):
+                emit(part, who, m.index, is_thought=True)
+        emit(m.turn.text, who, m.index)
+        if not after.startswith(eot_token):
+            raise TemplateError(
+                f"chat template of {tokenizer.name_or_path!r} does not close a {m.role!r} turn with the "
+                f"end-of-turn token {eot_token!r}"
+            )
+        emit(eot_token, who, m.index, split=False)
+        emit(after[len(eot_token):], 0, -1, split=False)
+    return Rendered(
+        ids=np.asarray(ids, dtype=np.int64),
+        owner=np.asarray(owner, dtype=np.int8),
+        turn=np.asarray(turn, dtype=np.int32),
+        thought=np.asarray(thought, dtype=bool),
+    )
+
+
+def reward_to_go(episode: Episode, rendered: Rendered, player: int) -> np.ndarray:
+    """Monte-Carlo Q^i(s_t, a_t) from one episode (eq. 4): the player's rewards from action t on.
+
+    Each turn's reward r^i is placed on that turn's last token (its end-of-turn action).
+    Returns float64 [T]; entry t is sum_{t' >= t} r^i_{t'}.
+    """
+    r = np.zeros(len(rendered), dtype=np.float64)
+    for k, t in enumerate(episode.turns):
+        positions = np.flatnonzero(rendered.turn == k)
+        if len(positions):
+            r[positions[-1]] += t.rewards[player - 1]
+    return np.cumsum(r[::-1])[::-1].copy()
+
+
+def mc_q(returns: list[float] | np.ndarray) -> tuple[float, float]:
+    """Monte-Carlo estimate of Q^i(s, a) from K returns of episodes that share the edge (s, a).
+
+    Returns (mean, standard error of the mean).
+    """
+    x = np.asarray(returns, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("mc_q needs at least one return")
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+    return float(x.mean()), se

@@ -1,0 +1,118 @@
+"""The one training objective: loss = -sum_t w_t log pi(a_t|s_t) / sum_t m_t.
+
+Pre-training (eq. 7), SFT (eq. 8) and policy-gradient RL (eq. 9) differ only in the weights w_t
+(and the support mask m_t that normalises them). Tensors are [B, T] over action positions: entry t
+is the action a_t = ids[:, t+1] taken in state s_t = ids[:, :t+1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from langgame.game import Rendered
+
+
+@dataclass
+class Batch:
+    """Rendered episodes, right-padded. ids, attention: [B, T+1]; owner, turn, thought: [B, T] per action."""
+
+    ids: torch.Tensor
+    attention: torch.Tensor
+    owner: torch.Tensor
+    turn: torch.Tensor
+    thought: torch.Tensor
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention.sum())
+
+
+def collate(rendered: list[Rendered], pad_id: int, max_length: int | None = None) -> Batch:
+    """Right-pad rendered episodes (cut to max_length tokens) into one batch of action positions."""
+    rendered = [Rendered(r.ids[:max_length], r.owner[:max_length], r.turn[:max_length], r.thought[:max_length]) for r in rendered]
+    length = max(len(r) for r in rendered)
+    b = len(rendered)
+    ids = np.full((b, length), pad_id, dtype=np.int64)
+    attention = np.zeros((b, length), dtype=np.int64)
+    owner = np.zeros((b, length), dtype=np.int64)
+    turn = np.full((b, length), -1, dtype=np.int64)
+    thought = np.zeros((b, length), dtype=bool)
+    for i, r in enumerate(rendered):
+        n = len(r)
+        ids[i, :n], attention[i, :n] = r.ids, 1
+        owner[i, :n], turn[i, :n], thought[i, :n] = r.owner, r.turn, r.thought
+    t = torch.from_numpy
+    return Batch(t(ids), t(attention), t(owner[:, 1:]), t(turn[:, 1:]), t(thought[:, 1:]))
+
+
+def token_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log pi(a_t|s_t) for every action position: [B, T+1] ids -> [B, T] float32.
+
+    where: optional [B, T] bool; only those positions go through the LM head (the rest are 0),
+    which saves most of the head's cost on context tokens or on the other player's turn. Logits
+    are upcast to float32 and reduced with logsumexp and a gather, never a full log_softmax.
+    """
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
+    actions = ids[:, 1:]
+    where = torch.ones_like(actions, dtype=torch.bool) if where is None else where
+    if getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None):
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1][where].float()  # head transforms logits
+    else:
+        hidden = lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+        logits = lm.get_output_embeddings()(hidden[where]).float()
+    picked = logits.gather(-1, actions[where].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    out = torch.zeros(actions.shape, dtype=picked.dtype, device=picked.device)
+    out[where] = picked
+    return out
+
+
+# --- weightings: (owner [B, T], ...) -> (w, m), both [B, T] float ---------------------------------
+
+
+def pretrain_weights(owner: torch.Tensor, learner: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 7, behaviour cloning of the "average" player: w_t = 1 on every token of both players."""
+    m = (owner > 0).float()
+    return m, m
+
+
+def sft_weights(owner: torch.Tensor, learner: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 8, behaviour cloning of the optimal learner: w_t = 1 on the learner's tokens only."""
+    m = (owner == learner).float()
+    return m, m
+
+
+def rl_weights(owner: torch.Tensor, learner: int, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 9, policy gradient: w_t = A_t (an estimate of Q or Q - baseline) on the learner's tokens."""
+    m = (owner == learner).float()
+    return advantages * m, m
+
+
+WEIGHTINGS = {"pretrain": pretrain_weights, "sft": sft_weights}
+
+
+def loss(logp: torch.Tensor, w: torch.Tensor, m: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
+    """-sum(w * log pi) / sum(m). Pass `normaliser` (tokens in the whole step) under gradient accumulation."""
+    n = m.sum().clamp(min=1.0) if normaliser is None else max(normaliser, 1.0)
+    return -(w * logp).sum() / n
+
+
+def player_nll(logp: torch.Tensor, owner: torch.Tensor) -> dict[int, tuple[float, int]]:
+    """Sum of -log pi and token count on each player's actions: {player: (nll_sum, n_tokens)}."""
+    return {i: (float(-(logp * (owner == i)).sum()), int((owner == i).sum())) for i in (1, 2)}
+
+
+def log_visit_prob(profile: dict[int, torch.nn.Module], batch: Batch) -> torch.Tensor:
+    """log d^pi(z) (eq. 1): sum of both players' token log-probs, each scored by its own policy. [B]
+
+    Context and template tokens are the environment's (deterministic transitions) and add nothing.
+    """
+    total = torch.zeros(batch.ids.shape[0])
+    for player, model in profile.items():
+        logp = token_logprobs(model, batch.ids, batch.attention)
+        total = total + (logp * (batch.owner == player)).sum(-1)
+    return total

@@ -1,0 +1,176 @@
+"""`langgame`: the command line. User errors print one line (`error: ...`) and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from langgame import __version__
+from langgame.errors import LanggameError
+
+
+def _models_prepare(args) -> None:
+    from langgame.models import prepare_shipped
+
+    path = prepare_shipped(args.name, force=args.force)
+    print(f"{args.name}: {path}")
+
+
+def _models_list(args) -> None:
+    from langgame.models import SHIPPED, TINY_RANDOM, langgame_home
+
+    for name in SHIPPED:
+        cached = (langgame_home() / "models" / name / "langgame.json").is_file()
+        print(f"{name}\tshipped\t{'cached' if cached else 'not prepared (langgame models prepare ' + name + ')'}")
+    print(f"{TINY_RANDOM}\tbuilt locally, for tests")
+
+
+def _data_prepare(args) -> None:
+    from langgame.data.episodes import write_episodes
+    from langgame.data.prepare import prepare
+
+    episodes, summary = prepare(args.inputs, args.format, skip_invalid=args.skip_invalid, regex=args.regex, game=args.game)
+    write_episodes(args.out, episodes)
+    print(f"{args.out}: {summary.episodes} episodes from {summary.files} file(s); skipped {summary.skipped} invalid")
+    for example in summary.skipped_examples:
+        print(f"  skipped {example}")
+
+
+def _data_synth(args) -> None:
+    from langgame.data.episodes import write_episodes
+    from langgame.data.synth import synth_episodes
+
+    common = {"turns": args.turns, "thoughts": not args.no_thoughts, "tasks": args.tasks}
+    train = synth_episodes(args.train, args.seed, **common)
+    seen = {t.text for e in train for t in e.turns if t.player == 1}
+    held_out = [e for e in synth_episodes(args.eval, args.seed + 10_000, **common) if not seen & {t.text for t in e.turns}]
+    for name, episodes in (("train", train), ("eval", held_out)):
+        print(f"{write_episodes(args.out / f'{name}.parquet', episodes)}: {len(episodes)} episodes")
+
+
+def _data_show(args) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from langgame.data.episodes import read_episodes
+    from langgame.models import load_policy
+
+    policy = load_policy(args.model)
+    styles = {0: "dim", 1: "cyan", 2: "green"}
+    console = Console()
+    for e in read_episodes(args.file, args.n):
+        r = policy.render(e, viewer=args.viewer)
+        text = Text()
+        for tok, owner in zip(r.ids, r.owner):
+            text.append(policy.tokenizer.decode([int(tok)]), style=styles[int(owner)])
+        console.rule(f"{e.id}  R={e.returns()}  tokens p1={int((r.owner == 1).sum())} p2={int((r.owner == 2).sum())}")
+        console.print(text)
+    console.print("legend: [dim]context/template (player 0)[/] [cyan]player 1[/] [green]player 2[/]")
+
+
+def _train(args) -> None:
+    from langgame.config import load_train_config
+    from langgame.train import train
+
+    overrides = list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
+    cfg = load_train_config(args.config, overrides)
+    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"run directory: {run_dir}\n  final policy: {run_dir / 'final'}\n  metrics: {run_dir / 'metrics.jsonl'}"
+          f" (TensorBoard: {run_dir / 'tb'})\n  summary: {run_dir / 'summary.json'}")
+
+
+def _summary(args) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "stage", "learner", "steps", "player-1 NLL (first -> last)", "player-2 NLL (first -> last)")
+    for run in args.runs:
+        path = run / "summary.json"
+        if not path.is_file():
+            raise LanggameError(f"{path}: no summary (is {run} a finished run directory?)")
+        s = json.loads(path.read_text())
+        first, last = s.get("eval_first", {}), s.get("eval_last", {})
+        cells = [f"{first.get(k, float('nan')):.3f} -> {last.get(k, float('nan')):.3f}" for k in ("eval/nll_p1", "eval/nll_p2")]
+        table.add_row(str(run), s["stage"], str(s["learner"]), str(last.get("step", "-")), *cells)
+    Console().print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="langgame",
+        description="Train language models as players in two-player language games.",
+    )
+    parser.add_argument("--version", action="version", version=f"langgame {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="prepare and list policies").add_subparsers(dest="action", required=True)
+    p = models.add_parser("prepare", help="convert a shipped model into the local cache (once)")
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    p.add_argument("--force", action="store_true", help="rebuild the cache even if present")
+    p.set_defaults(func=_models_prepare)
+    models.add_parser("list", help="list known models").set_defaults(func=_models_list)
+
+    data = sub.add_parser("data", help="turn raw logs into episode files (Parquet)").add_subparsers(dest="action", required=True)
+    p = data.add_parser("prepare", help="convert chat JSONL or text documents into episodes")
+    p.add_argument("inputs", nargs="+", type=Path)
+    p.add_argument("--format", default="auto", choices=["auto", "chat", "qa", "heading", "regex"],
+                   help="chat: JSONL with OpenAI-style messages; qa: Q:/C:/A: line markers; heading: markdown "
+                        "heading = question, body = answer; regex: --regex with groups question, answer[, thought]")
+    p.add_argument("--regex", help="for --format regex")
+    p.add_argument("--out", type=Path, required=True, help="output .parquet")
+    p.add_argument("--game", default="", help="game name stored on every episode (default: the format)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip malformed rows and count them instead of failing")
+    p.set_defaults(func=_data_prepare)
+    p = data.add_parser("synth", help="generate question-answer dialogues with checkable answers (reasoning-gym)")
+    p.add_argument("--out", type=Path, required=True, help="directory for train.parquet and eval.parquet")
+    p.add_argument("--train", type=int, default=512, help="training episodes")
+    p.add_argument("--eval", type=int, default=128, help="held-out episodes (questions never in train)")
+    p.add_argument("--turns", type=int, default=2, help="question-answer rounds per episode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-thoughts", action="store_true", help="Q-A logs instead of Q-C-A logs")
+    p.add_argument("--tasks", nargs="+", help="reasoning-gym tasks to mix (default: all supported)")
+    p.set_defaults(func=_data_synth)
+    p = data.add_parser("show", help="print episodes with every token coloured by its owner P(s_t)")
+    p.add_argument("file", type=Path)
+    p.add_argument("-n", type=int, default=3, help="episodes to show")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="whose tokenizer and chat template")
+    p.add_argument("--viewer", type=int, default=2, choices=[1, 2], help="render from this player's view")
+    p.set_defaults(func=_data_show)
+
+    p = sub.add_parser("train", help="train a policy from a YAML config (stage: pretrain | sft)")
+    p.add_argument("config", type=Path)
+    p.add_argument("--run-dir", help="override run_dir")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=1e-4")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("summary", help="held-out per-player NLL of finished runs, first and last evaluation")
+    p.add_argument("runs", nargs="+", type=Path)
+    p.set_defaults(func=_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        args.func(args)
+    except LanggameError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""`langgame train` for stages pretrain and sft: behaviour cloning on logged episodes.
+
+Both stages run this one loop and differ only by the weighting of the objective (objective.py).
+A run directory holds config.yaml (resolved), metrics.jsonl, tb/, checkpoints/, final/ and
+summary.json; `resume=True` continues from checkpoints/latest with the same result as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from langgame.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_atomic
+from langgame.config import ConfigError, TrainConfig
+from langgame.data.episodes import read_episodes
+from langgame.game import Rendered
+from langgame.learner import Learner
+from langgame.metrics import MetricsLog, read_metrics
+from langgame.models import Policy, load_policy, save_policy
+from langgame.runtime import configure_cpu
+from langgame.objective import WEIGHTINGS, collate, player_nll, token_logprobs
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Episode indices of optimizer step `step`: a fresh seeded permutation every epoch."""
+    out = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, k = divmod(position, n)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[k]))
+    return out
+
+
+@torch.no_grad()
+def evaluate(policy: Policy, rendered: list[Rendered], micro_batch: int, max_length: int) -> dict[str, float]:
+    """Held-out mean NLL (nats/token) on each player's tokens."""
+    policy.model.eval()
+    sums = {1: [0.0, 0], 2: [0.0, 0]}
+    for i in range(0, len(rendered), micro_batch):
+        batch = collate(rendered[i : i + micro_batch], policy.tokenizer.pad_token_id, max_length)
+        with policy.autocast():
+            logp = token_logprobs(policy.model, batch.ids, batch.attention, where=batch.owner > 0)
+        for player, (nll, n) in player_nll(logp, batch.owner).items():
+            sums[player][0] += nll
+            sums[player][1] += n
+    return {f"eval/nll_p{p}": (s / n if n else float("nan")) for p, (s, n) in sums.items()}
+
+
+def _prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
+    """Create the run directory; return the checkpoint to resume from, if any."""
+    run_dir = cfg.run_dir
+    saved = run_dir / "config.yaml"
+    if resume and saved.is_file():
+        before = yaml.safe_load(saved.read_text())
+        now = json.loads(cfg.model_dump_json())
+        diff = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if diff:
+            raise ConfigError(f"{saved}: --resume with a different config (keys: {', '.join(diff)})")
+        return latest_checkpoint(run_dir / "checkpoints")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{run_dir}: run directory is not empty; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(saved, yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    return None
+
+
+def _render_all(policy: Policy, path: Path, viewer: int, limit: int | None = None) -> tuple[list[Rendered], int]:
+    episodes = read_episodes(path, limit)
+    for e in episodes:
+        e.check_payoff()
+    return [policy.render(e, viewer) for e in episodes], len(episodes)
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> Path:
+    """Run behaviour cloning; returns the run directory."""
+    console = console or Console(stderr=True)
+    checkpoint = _prepare_run_dir(cfg, resume, overwrite)
+    configure_cpu(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    policy_cfg = cfg.policy
+    if checkpoint is not None:
+        policy_cfg = cfg.policy.model_copy(update={"model": str(checkpoint / "policy"), "lora": None})
+        console.print(f"resuming from {checkpoint}")
+    policy = load_policy(policy_cfg)
+    learner = Learner(policy, cfg.optim, cfg.max_steps)
+    if checkpoint is not None:
+        learner.step = load_checkpoint(checkpoint, learner.optimizer)["step"]
+
+    train_set, _ = _render_all(policy, cfg.data.train, cfg.learner)
+    eval_set = _render_all(policy, cfg.data.eval, cfg.learner, cfg.data.eval_episodes)[0] if cfg.data.eval else []
+    truncated = sum(len(r) > cfg.data.max_length for r in train_set)
+    if truncated:
+        console.print(f"[yellow]{truncated} of {len(train_set)} training episodes exceed max_length={cfg.data.max_length} and are cut")
+    weighting = WEIGHTINGS[cfg.stage]
+    micro = cfg.micro_batch_size or cfg.batch_size
+    pad = policy.tokenizer.pad_token_id
+    log = MetricsLog(cfg.run_dir, resume_step=learner.step if checkpoint is not None else None)
+    summary = {"stage": cfg.stage, "learner": cfg.learner, "train_episodes": len(train_set), "truncated_episodes": truncated}
+
+    def run_eval() -> dict[str, float]:
+        if not eval_set:
+            return {}
+        values = evaluate(policy, eval_set, micro, cfg.data.max_length)
+        log.log(learner.step, values)
+        console.print(f"step {learner.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        return values
+
+    def checkpoint_now() -> None:
+        save_checkpoint(cfg.run_dir / "checkpoints", learner.step, policy, learner.optimizer, {}, cfg.keep_checkpoints)
+
+    if checkpoint is None:
+        run_eval()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]} tok/s"), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"{cfg.stage} p{cfg.learner}", total=cfg.max_steps, completed=learner.step, speed="-")
+            while learner.step < cfg.max_steps:
+                start = time.perf_counter()
+                idx = batch_indices(learner.step, cfg.batch_size, len(train_set), cfg.seed)
+                idx.sort(key=lambda i: len(train_set[i]))  # group similar lengths: less padding, same gradient
+                chunks = [collate([train_set[i] for i in idx[j : j + micro]], pad, cfg.data.max_length) for j in range(0, len(idx), micro)]
+                values = learner.update(chunks, lambda b: weighting(b.owner, cfg.learner))
+                values["train/tokens_per_s"] = values["train/tokens"] / (time.perf_counter() - start)
+                log.log(learner.step, values)
+                bar.update(task, completed=learner.step, speed=f"{values['train/tokens_per_s']:.0f}")
+                if cfg.eval_every and learner.step % cfg.eval_every == 0 and learner.step < cfg.max_steps:
+                    run_eval()
+                if cfg.save_every and learner.step % cfg.save_every == 0 and learner.step < cfg.max_steps:
+                    checkpoint_now()
+    except KeyboardInterrupt:
+        checkpoint_now()
+        log.close()
+        console.print(f"interrupted: checkpoint saved at step {learner.step}; continue with --resume")
+        raise
+    run_eval()
+    checkpoint_now()
+    log.close()
+    tmp = cfg.run_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_policy(policy, tmp)
+    shutil.rmtree(cfg.run_dir / "final", ignore_errors=True)
+    os.replace(tmp, cfg.run_dir / "final")
+    evals = [r for r in read_metrics(cfg.run_dir) if any(k.startswith("eval/") for k in r)]
+    if evals:
+        summary.update(eval_first=evals[0], eval_last=evals[-1])
+    write_atomic(cfg.run_dir / "summary.json", json.dumps(summary, indent=2))
+    return cfg.run_dir

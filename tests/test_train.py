@@ -160,3 +160,20 @@ def test_cli_train_end_to_end(config_file, capsys):
     assert main(["train", str(path), "--set", "max_steps=2", "--set", "save_every=0"]) == 0
     out = capsys.readouterr().out
     assert "run directory:" in out and "final policy:" in out
+
+
+@pytest.mark.smollm2
+def test_sft_on_shipped_smollm2_lowers_player_two_nll(tmp_path):
+    from langgame.data.synth import synth_episodes
+
+    write_episodes(tmp_path / "qa.parquet", synth_episodes(8, seed=0, turns=1))
+    path = tmp_path / "sft.yaml"
+    path.write_text(json.dumps({
+        "stage": "sft",
+        "policy": {"model": "smollm2-135m-instruct", "compute_dtype": "bfloat16"},
+        "data": {"train": str(tmp_path / "qa.parquet"), "eval": str(tmp_path / "qa.parquet"), "max_length": 256},
+        "optim": {"lr": 1e-4, "schedule": "constant"},
+        "batch_size": 4, "max_steps": 4, "run_dir": str(tmp_path / "run"),
+    }))
+    summary = json.loads((train(load_train_config(path)) / "summary.json").read_text())
+    assert summary["eval_last"]["eval/nll_p2"] < 0.7 * summary["eval_first"]["eval/nll_p2"]

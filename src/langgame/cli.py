@@ -87,7 +87,7 @@ def _summary(args) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("run", "stage", "learner", "steps", "player-1 NLL (first -> last)", "player-2 NLL (first -> last)")
+    table = Table("run", "stage", "learner", "steps", "p1 NLL first -> last", "p2 NLL first -> last")
     for run in args.runs:
         path = run / "summary.json"
         if not path.is_file():
@@ -96,7 +96,7 @@ def _summary(args) -> None:
         first, last = s.get("eval_first", {}), s.get("eval_last", {})
         cells = [f"{first.get(k, float('nan')):.3f} -> {last.get(k, float('nan')):.3f}" for k in ("eval/nll_p1", "eval/nll_p2")]
         table.add_row(str(run), s["stage"], str(s["learner"]), str(last.get("step", "-")), *cells)
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
 
 
 def build_parser() -> argparse.ArgumentParser:

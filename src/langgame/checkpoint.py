@@ -5,6 +5,7 @@ Layout of one checkpoint directory (nothing is pickled):
     optimizer.safetensors   AdamW tensors, keyed "<param index>.<name>"
     optimizer.json          AdamW param_groups (hyper-parameters)
     rng.safetensors         torch CPU RNG state
+    <head>.safetensors      extra trained modules of the learner (e.g. value.safetensors)
     state.json              step, python/numpy RNG state and whatever the driver adds
 
 A checkpoint is written into a temporary directory and renamed into place, then the `latest`
@@ -55,7 +56,8 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(root: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer, state: dict, keep: int) -> Path:
+def save_checkpoint(root: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer, state: dict, keep: int,
+                    heads: dict[str, torch.nn.Module] | None = None) -> Path:
     """Write checkpoints/step_<step> atomically, point `latest` at it, keep the newest `keep`."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
@@ -67,6 +69,8 @@ def save_checkpoint(root: Path, step: int, policy: Policy, optimizer: torch.opti
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "optimizer.json").write_text(json.dumps(groups))
     save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+    for name, module in (heads or {}).items():
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / f"{name}.safetensors")
     full_state = {
         "step": step,
         "python_rng": _jsonable(random.getstate()),
@@ -93,10 +97,12 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore optimizer and RNG state from a checkpoint (the policy is loaded by the caller). Returns state.json."""
+def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer, heads: dict[str, torch.nn.Module] | None = None) -> dict:
+    """Restore heads, optimizer and RNG state from a checkpoint (the policy is loaded by the caller). Returns state.json."""
     try:
         state = json.loads((path / "state.json").read_text())
+        for name, module in (heads or {}).items():
+            module.load_state_dict(load_file(path / f"{name}.safetensors"))
         _load_optimizer(optimizer, load_file(path / "optimizer.safetensors"), json.loads((path / "optimizer.json").read_text()))
         torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
     except (OSError, ValueError, KeyError, RuntimeError) as e:

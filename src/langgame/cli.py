@@ -71,12 +71,15 @@ def _data_show(args) -> None:
 
 
 def _train(args) -> None:
-    from langgame.config import load_train_config
-    from langgame.train import train
+    from langgame.config import RLConfig, load_train_config
 
     overrides = list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     cfg = load_train_config(args.config, overrides)
-    run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if isinstance(cfg, RLConfig):
+        from langgame.rl import train_rl as run
+    else:
+        from langgame.train import train as run
+    run_dir = run(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {run_dir}\n  final policy: {run_dir / 'final'}\n  metrics: {run_dir / 'metrics.jsonl'}"
           f" (TensorBoard: {run_dir / 'tb'})\n  summary: {run_dir / 'summary.json'}")
 
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--viewer", type=int, default=2, choices=[1, 2], help="render from this player's view")
     p.set_defaults(func=_data_show)
 
-    p = sub.add_parser("train", help="train a policy from a YAML config (stage: pretrain | sft)")
+    p = sub.add_parser("train", help="train a policy from a YAML config (stage: pretrain | sft | rl)")
     p.add_argument("config", type=Path)
     p.add_argument("--run-dir", help="override run_dir")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")

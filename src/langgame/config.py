@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,6 +18,14 @@ class ConfigError(LanggameError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sampling(Strict):
+    """Sampling settings of one player. max_new_tokens bounds a turn; longer turns are cut and marked truncated."""
+
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(64, gt=0)
 
 
 class LoraSettings(Strict):
@@ -52,6 +60,28 @@ class OptimConfig(Strict):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
+
+
+class AlgoConfig(Strict):
+    """The learning rule (reinforce = RLOO, ppo) and its regularisers.
+
+    kl_estimator k1 or k3 (Schulman), applied as a per-token reward penalty (kl_in: reward, the
+    classic RLHF form) or as a loss term (kl_in: loss, as in GRPO). entropy_coef adds a bonus.
+    """
+
+    name: Literal["reinforce", "ppo"] = "reinforce"
+    group_size: int = Field(4, gt=0, description="episodes per initial context; RLOO's baseline is the mean of the others")
+    scale_advantages: bool = False
+    kl_coef: float = Field(0.0, ge=0)
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    kl_in: Literal["reward", "loss"] = "loss"
+    entropy_coef: float = Field(0.0, ge=0)
+    clip: float = Field(0.2, gt=0, description="ppo: ratio clip epsilon")
+    epochs: int = Field(1, gt=0, description="ppo: passes over each batch of experience")
+    gamma: float = Field(1.0, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    value_coef: float = Field(0.5, ge=0)
+    value_clip: float = Field(0.2, gt=0)
 
 
 class DataConfig(Strict):
@@ -89,6 +119,52 @@ class TrainConfig(Strict):
         mb = self.micro_batch_size or self.batch_size
         if self.batch_size % mb:
             raise ValueError(f"micro_batch_size ({mb}) must divide batch_size ({self.batch_size})")
+        return self
+
+
+class PlayerConfig(Strict):
+    """One player of a rollout: a policy with its sampling settings, or (policy: null) the game's scripted policy."""
+
+    policy: PolicyConfig | None = None
+    sampling: Sampling = Sampling()
+
+
+class GameConfig(Strict):
+    """A game by registry name, with its own options (validated by the game)."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+
+class RLConfig(Strict):
+    """`langgame train` with stage: rl — the learner plays the game against a fixed opponent (section 4.4).
+
+    Every step draws `scenarios_per_step` initial contexts from the game's train split, plays
+    `algo.group_size` episodes from each, judges them and takes `algo.epochs` optimizer steps.
+    """
+
+    stage: Literal["rl"]
+    learner: Literal[1, 2] = 2
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+    game: GameConfig
+    player1: PlayerConfig = PlayerConfig()
+    player2: PlayerConfig = PlayerConfig(policy=PolicyConfig())
+    algo: AlgoConfig = AlgoConfig()
+    optim: OptimConfig = OptimConfig()
+    scenarios_per_step: int = Field(8, gt=0)
+    micro_batch_size: int = Field(8, gt=0, description="episodes per forward/backward pass")
+    max_steps: int = Field(50, gt=0)
+    eval_every: int = Field(0, ge=0)
+    eval_scenarios: int = Field(64, gt=0, description="held-out initial contexts per evaluation (eval split)")
+    save_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    run_dir: Path = Path("runs/rl")
+
+    @model_validator(mode="after")
+    def _learner_is_a_policy(self) -> RLConfig:
+        if (self.player1 if self.learner == 1 else self.player2).policy is None:
+            raise ValueError(f"player{self.learner} is the learner, so it needs a policy (it is scripted)")
         return self
 
 
@@ -147,6 +223,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig | RLConfig:
+    """A `langgame train` config: RLConfig when stage is rl, else TrainConfig (pretrain, sft)."""
     raw = apply_overrides(load_yaml(path), list(overrides))
-    return validate(TrainConfig, raw, str(path))
+    if raw.get("stage") not in ("pretrain", "sft", "rl"):
+        raise ConfigError(f"{path}: stage: expected one of pretrain, sft, rl, got {raw.get('stage')!r}")
+    return validate(RLConfig if raw["stage"] == "rl" else TrainConfig, raw, str(path))

@@ -10,7 +10,10 @@ and template formatting (role headers, separators) belongs to player 0.
 from __future__ import annotations
 
 import enum
+import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,13 +53,18 @@ class Turn:
 
     player: 0 (context), 1 or 2. thought: player two's reasoning segment, emitted before `text`
     inside THOUGHT_TAGS (the Q-C-A structure of section 5.1). rewards: (r1, r2) that both players
-    receive when this turn ends.
+    receive when this turn ends. For a sampled turn, tokens are the ids the player sampled (with
+    its tokenizer; the end-of-turn token last unless truncated), logprobs their behaviour
+    log-probs (same length), and truncated marks a turn cut at the length limit.
     """
 
     player: int
     text: str
     thought: str | None = None
     rewards: tuple[float, float] = (0.0, 0.0)
+    tokens: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
+    truncated: bool = False
 
     def __post_init__(self) -> None:
         if self.player not in (0, 1, 2):
@@ -121,6 +129,54 @@ class Rendered:
         return len(self.ids)
 
 
+class Game(ABC):
+    """A two-player language game G (section 3), with an OpenSpiel-like interface.
+
+    Chance draws the initial context (`initial`), the player function P says who acts
+    (`current_player`; players alternate from `first_player` for `max_turns` player turns), each
+    player acts on its own view of the history (`observation`), and at terminal histories the
+    game's judge sets every turn's rewards (`judge`). A game may also provide a fixed scripted
+    policy for a player (`scripted_turn`), e.g. attacks drawn from a corpus.
+    """
+
+    name: ClassVar[str]
+    payoff: ClassVar[Payoff]
+    max_turns: int = 2
+    first_player: int = 1
+
+    @abstractmethod
+    def initial(self, rng: random.Random, split: str) -> Episode:
+        """A new episode at the root: context turns and meta drawn from the `split` ("train" or "eval") scenarios."""
+
+    def current_player(self, episode: Episode) -> int | None:
+        """P(s): the player to act, or None at a terminal history."""
+        acted = sum(t.player in PLAYERS for t in episode.turns)
+        if acted >= self.max_turns:
+            return None
+        return self.first_player if acted % 2 == 0 else 3 - self.first_player
+
+    @abstractmethod
+    def observation(self, episode: Episode, player: int) -> list[Message]:
+        """The chat `player` acts on: its role prompt and the turns it sees (its own as 'assistant')."""
+
+    @abstractmethod
+    def judge(self, episodes: list[Episode]) -> None:
+        """Set the rewards of terminal episodes in place (batched, so learned judges run once per batch)."""
+
+    def scripted_turn(self, episode: Episode, player: int) -> str:
+        raise LanggameError(f"game {self.name!r} has no scripted policy for player {player}")
+
+    def metrics(self, episodes: list[Episode]) -> dict[str, float]:
+        """Game-specific measurements of judged episodes (e.g. leak rate, answer accuracy)."""
+        return {}
+
+
+def view(episode: Episode, viewer: int, system: str | None = None) -> list[Message]:
+    """The players' turns as `viewer` sees them, after an optional role prompt (not an episode turn)."""
+    head = [Message("system", Turn(0, system), -1)] if system is not None else []
+    return head + [m for m in episode.messages(viewer) if m.turn.player != 0]
+
+
 def _template_pieces(tokenizer, roles: list[str]) -> list[str]:
     """Render the chat template around sentinel contents; return the len(roles)+1 formatting strings."""
     sentinels = [f"\ue000{i}\ue001" for i in range(len(roles))]
@@ -140,40 +196,50 @@ def _template_pieces(tokenizer, roles: list[str]) -> list[str]:
     return pieces
 
 
-def render(messages: list[Message], tokenizer, eot_token: str) -> Rendered:
+def render(messages: list[Message], tokenizer, eot_token: str, generation_prompt: bool = False) -> Rendered:
     """Tokenize a chat segment by segment so that every token has exactly one owner.
 
     Content is tokenized with special tokens split, so a player cannot forge control tokens by
     writing them as text; the end-of-turn token after each player's content is owned by that player.
+    A sampled turn contributes its token ids verbatim; if it was truncated, the environment closes
+    it (the end-of-turn token is then owned by player 0). With generation_prompt, the sequence
+    ends with the header of a new assistant turn: the prompt from which the next action is sampled.
     """
-    pieces = _template_pieces(tokenizer, [m.role for m in messages])
+    roles = [m.role for m in messages] + (["assistant"] if generation_prompt else [])
+    pieces = _template_pieces(tokenizer, roles)
     ids: list[int] = []
     owner: list[int] = []
     turn: list[int] = []
     thought: list[bool] = []
 
-    def emit(text: str, who: int, index: int, is_thought: bool = False, split: bool = True) -> None:
-        if not text:
-            return
-        new = tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"]
+    def emit_ids(new: list[int], who: int, index: int, is_thought: bool = False) -> None:
         ids.extend(new)
         owner.extend([who] * len(new))
         turn.extend([index] * len(new))
         thought.extend([is_thought] * len(new))
 
+    def emit(text: str, who: int, index: int, is_thought: bool = False, split: bool = True) -> None:
+        if text:
+            emit_ids(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"], who, index, is_thought)
+
     emit(pieces[0], 0, -1, split=False)
     for m, after in zip(messages, pieces[1:]):
-        who = m.turn.player
-        if m.turn.thought is not None:
-            for part in (THOUGHT_TAGS[0], m.turn.thought, THOUGHT_TAGS[1]):
-                emit(part, who, m.index, is_thought=True)
-        emit(m.turn.text, who, m.index)
+        t, who = m.turn, m.turn.player
         if not after.startswith(eot_token):
             raise TemplateError(
                 f"chat template of {tokenizer.name_or_path!r} does not close a {m.role!r} turn with the "
                 f"end-of-turn token {eot_token!r}"
             )
-        emit(eot_token, who, m.index, split=False)
+        if t.tokens is not None:
+            emit_ids(list(t.tokens), who, m.index)
+            if t.truncated:
+                emit(eot_token, 0, -1, split=False)
+        else:
+            if t.thought is not None:
+                for part in (THOUGHT_TAGS[0], t.thought, THOUGHT_TAGS[1]):
+                    emit(part, who, m.index, is_thought=True)
+            emit(t.text, who, m.index)
+            emit(eot_token, who, m.index, split=False)
         emit(after[len(eot_token):], 0, -1, split=False)
     return Rendered(
         ids=np.asarray(ids, dtype=np.int64),
@@ -195,6 +261,24 @@ def reward_to_go(episode: Episode, rendered: Rendered, player: int) -> np.ndarra
         if len(positions):
             r[positions[-1]] += t.rewards[player - 1]
     return np.cumsum(r[::-1])[::-1].copy()
+
+
+def learner_rewards(episode: Episode, rendered: Rendered, player: int) -> np.ndarray:
+    """The player's rewards in the MDP induced by fixing the other player (Fig. 3). float64 [T].
+
+    Turn k's reward r^i goes on the player's last own token at or before the end of turn k (for
+    its own turn, its end-of-turn action); rewards before its first action are lost to it.
+    """
+    r = np.zeros(len(rendered), dtype=np.float64)
+    own = np.flatnonzero(rendered.owner == player)
+    for k, t in enumerate(episode.turns):
+        positions = np.flatnonzero(rendered.turn == k)
+        reward = t.rewards[player - 1]
+        if reward and len(positions):
+            earlier = own[own <= positions[-1]]
+            if len(earlier):
+                r[earlier[-1]] += reward
+    return r
 
 
 def mc_q(returns: list[float] | np.ndarray) -> tuple[float, float]:

@@ -1,18 +1,20 @@
-"""A learning player: policy pi_theta, AdamW and its LR schedule. `update` is one optimizer step
-of the one objective (objective.loss) over micro-batches, with gradient accumulation."""
+"""A learning player: policy pi_theta (plus optional heads such as a value head), AdamW and its LR
+schedule. `update` is one optimizer step over micro-batches with gradient accumulation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from langgame.config import OptimConfig
 from langgame.models import Policy
-from langgame.objective import Batch, loss, token_logprobs
 
-Weigh = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
+# micro-batch -> (loss already divided by the whole step's normaliser, float metrics summed over micro-batches)
+LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
 
 
 def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
@@ -27,42 +29,32 @@ def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
 
 
 class Learner:
-    def __init__(self, policy: Policy, cfg: OptimConfig, max_steps: int):
+    def __init__(self, policy: Policy, cfg: OptimConfig, max_steps: int, heads: dict[str, torch.nn.Module] | None = None):
         self.policy, self.cfg, self.max_steps = policy, cfg, max_steps
-        self.params = [p for p in policy.model.parameters() if p.requires_grad]
+        self.heads = heads or {}
+        modules = [policy.model, *self.heads.values()]
+        self.params = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
         self.step = 0
 
-    def update(self, micro_batches: list[Batch], weigh: Weigh) -> dict[str, float]:
-        """One optimizer step on -sum(w log pi)/sum(m) over all micro-batches together.
-
-        weigh(batch) -> (w, m), each [B, T]. Returns loss, grad_norm, lr and token counts.
-        """
-        model = self.policy.model
-        model.train()
+    def update(self, micro_batches: Sequence[Any], loss_fn: LossFn) -> dict[str, float]:
+        """One optimizer step: backward loss_fn(mb) for every micro-batch, clip, step. Returns metrics."""
+        self.policy.model.train()
         lr = self.cfg.lr * lr_factor(self.step, self.cfg, self.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        weights = [weigh(b) for b in micro_batches]
-        normaliser = float(sum(m.sum() for _, m in weights))
-        total = 0.0
-        for batch, (w, m) in zip(micro_batches, weights):
-            with self.policy.autocast():
-                logp = token_logprobs(model, batch.ids, batch.attention, where=m > 0)
-            step_loss = loss(logp, w, m, normaliser=normaliser)
-            step_loss.backward()
-            total += step_loss.item()
+        totals: dict[str, float] = defaultdict(float)
+        for mb in micro_batches:
+            loss, metrics = loss_fn(mb)
+            loss.backward()
+            totals["train/loss"] += loss.item()
+            for k, v in metrics.items():
+                totals[k] += v
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {
-            "train/loss": total,
-            "train/grad_norm": float(grad_norm),
-            "train/lr": lr,
-            "train/weighted_tokens": normaliser,
-            "train/tokens": float(sum(b.n_tokens for b in micro_batches)),
-        }
+        return {**totals, "train/grad_norm": float(grad_norm), "train/lr": lr}

@@ -48,10 +48,24 @@ def collate(rendered: list[Rendered], pad_id: int, max_length: int | None = None
     return Batch(t(ids), t(attention), t(owner[:, 1:]), t(turn[:, 1:]), t(thought[:, 1:]))
 
 
-def token_logprobs(
-    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None
-) -> torch.Tensor:
-    """log pi(a_t|s_t) for every action position: [B, T+1] ids -> [B, T] float32.
+@dataclass
+class Forward:
+    """Per-action outputs of one forward pass, all [B, T] (hidden: [B, T, H], the state s_t before a_t)."""
+
+    logp: torch.Tensor
+    entropy: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+
+def policy_forward(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    where: torch.Tensor | None = None,
+    entropy: bool = False,
+    hidden: bool = False,
+) -> Forward:
+    """log pi(a_t|s_t) for every action position of [B, T+1] ids, and optionally entropy and hidden states.
 
     where: optional [B, T] bool; only those positions go through the LM head (the rest are 0),
     which saves most of the head's cost on context tokens or on the other player's turn. Logits
@@ -60,15 +74,34 @@ def token_logprobs(
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
     actions = ids[:, 1:]
     where = torch.ones_like(actions, dtype=torch.bool) if where is None else where
+    states = None
     if getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None):
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1][where].float()  # head transforms logits
+        out = model(input_ids=ids, attention_mask=attention, output_hidden_states=hidden)  # head transforms logits
+        logits = out.logits[:, :-1][where].float()
+        states = out.hidden_states[-1][:, :-1] if hidden else None
     else:
-        hidden = lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
-        logits = lm.get_output_embeddings()(hidden[where]).float()
-    picked = logits.gather(-1, actions[where].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    out = torch.zeros(actions.shape, dtype=picked.dtype, device=picked.device)
-    out[where] = picked
-    return out
+        states = lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+        logits = lm.get_output_embeddings()(states[where]).float()
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, actions[where].unsqueeze(-1)).squeeze(-1) - lse
+
+    def scatter(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(actions.shape, dtype=values.dtype, device=values.device)
+        out[where] = values
+        return out
+
+    ent = None
+    if entropy:
+        probs = torch.softmax(logits, dim=-1)
+        ent = scatter(lse - (probs * logits).sum(-1))
+    return Forward(scatter(picked), ent, states if hidden else None)
+
+
+def token_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log pi(a_t|s_t): [B, T+1] ids -> [B, T] float32 (see policy_forward)."""
+    return policy_forward(model, ids, attention, where).logp
 
 
 # --- weightings: (owner [B, T], ...) -> (w, m), both [B, T] float ---------------------------------
@@ -93,6 +126,30 @@ def rl_weights(owner: torch.Tensor, learner: int, advantages: torch.Tensor) -> t
 
 
 WEIGHTINGS = {"pretrain": pretrain_weights, "sft": sft_weights}
+
+
+def bc_loss_fn(model: torch.nn.Module, autocast, weigh, normaliser: float):
+    """Learner loss for behaviour cloning: micro-batch -> (-sum(w log pi) / normaliser, metrics)."""
+
+    def loss_fn(batch: Batch):
+        w, m = weigh(batch)
+        with autocast():
+            logp = token_logprobs(model, batch.ids, batch.attention, where=m > 0)
+        return loss(logp, w, m, normaliser=normaliser), {"train/tokens": float(batch.n_tokens)}
+
+    return loss_fn
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman's k1 and k3). [B, T]
+
+    k1 = log pi - log pi_ref (unbiased, can be negative); k3 = r - 1 - log r with r = pi_ref / pi
+    (unbiased, always >= 0, lower variance).
+    """
+    if estimator == "k1":
+        return logp - ref_logp
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - 1 - log_ratio
 
 
 def loss(logp: torch.Tensor, w: torch.Tensor, m: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:

@@ -21,14 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langgame.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_atomic
-from langgame.config import ConfigError, TrainConfig
+from langgame.config import ConfigError, RLConfig, TrainConfig
 from langgame.data.episodes import read_episodes
 from langgame.game import Rendered
 from langgame.learner import Learner
 from langgame.metrics import MetricsLog, read_metrics
 from langgame.models import Policy, load_policy, save_policy
 from langgame.runtime import configure_cpu
-from langgame.objective import WEIGHTINGS, collate, player_nll, token_logprobs
+from langgame.objective import WEIGHTINGS, bc_loss_fn, collate, player_nll, token_logprobs
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
@@ -55,7 +55,7 @@ def evaluate(policy: Policy, rendered: list[Rendered], micro_batch: int, max_len
     return {f"eval/nll_p{p}": (s / n if n else float("nan")) for p, (s, n) in sums.items()}
 
 
-def _prepare_run_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
+def prepare_run_dir(cfg: TrainConfig | RLConfig, resume: bool, overwrite: bool) -> Path | None:
     """Create the run directory; return the checkpoint to resume from, if any."""
     run_dir = cfg.run_dir
     saved = run_dir / "config.yaml"
@@ -85,7 +85,7 @@ def _render_all(policy: Policy, path: Path, viewer: int, limit: int | None = Non
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> Path:
     """Run behaviour cloning; returns the run directory."""
     console = console or Console(stderr=True)
-    checkpoint = _prepare_run_dir(cfg, resume, overwrite)
+    checkpoint = prepare_run_dir(cfg, resume, overwrite)
     configure_cpu(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -131,7 +131,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
                 idx = batch_indices(learner.step, cfg.batch_size, len(train_set), cfg.seed)
                 idx.sort(key=lambda i: len(train_set[i]))  # group similar lengths: less padding, same gradient
                 chunks = [collate([train_set[i] for i in idx[j : j + micro]], pad, cfg.data.max_length) for j in range(0, len(idx), micro)]
-                values = learner.update(chunks, lambda b: weighting(b.owner, cfg.learner))
+                weigh = lambda b: weighting(b.owner, cfg.learner)  # noqa: E731
+                normaliser = float(sum(weigh(c)[1].sum() for c in chunks))
+                values = learner.update(chunks, bc_loss_fn(policy.model, policy.autocast, weigh, normaliser))
+                values["train/weighted_tokens"] = normaliser
                 values["train/tokens_per_s"] = values["train/tokens"] / (time.perf_counter() - start)
                 log.log(learner.step, values)
                 bar.update(task, completed=learner.step, speed=f"{values['train/tokens_per_s']:.0f}")

@@ -5,9 +5,10 @@ Schema (EPISODE_SCHEMA):
     game     string     the game or corpus the episode comes from
     payoff   string     zero_sum | identical_interest | general_sum
     source   string     provenance, e.g. "chats.jsonl:17"
-    turns    list<struct<player: int8, text: string, thought: string (null), r1: double, r2: double>>
+    turns    list<struct<player: int8, text: string, thought: string (null), r1: double, r2: double,
+                         tokens: list<int32> (null), logprobs: list<float32> (null), truncated: bool>>
              player 0 is context (system prompt), 1 the user, 2 the LLM; r1, r2 are the rewards
-             both players receive when the turn ends
+             both players receive when the turn ends; tokens/logprobs are set on sampled turns
     meta     string     JSON object with anything else (task name, answer, seed, ...)
 """
 
@@ -30,6 +31,9 @@ TURN_TYPE = pa.struct(
         ("thought", pa.string()),
         ("r1", pa.float64()),
         ("r2", pa.float64()),
+        ("tokens", pa.list_(pa.int32())),
+        ("logprobs", pa.list_(pa.float32())),
+        ("truncated", pa.bool_()),
     ]
 )
 EPISODE_SCHEMA = pa.schema(
@@ -50,7 +54,10 @@ class DataError(LanggameError):
 
 def to_row(e: Episode) -> dict:
     turns = [
-        {"player": t.player, "text": t.text, "thought": t.thought, "r1": t.rewards[0], "r2": t.rewards[1]}
+        {
+            "player": t.player, "text": t.text, "thought": t.thought, "r1": t.rewards[0], "r2": t.rewards[1],
+            "tokens": t.tokens, "logprobs": t.logprobs, "truncated": t.truncated,
+        }
         for t in e.turns
     ]
     return {
@@ -65,7 +72,15 @@ def to_row(e: Episode) -> dict:
 
 def from_row(row: dict, where: str) -> Episode:
     try:
-        turns = [Turn(int(t["player"]), t["text"], t["thought"], (float(t["r1"]), float(t["r2"]))) for t in row["turns"]]
+        turns = [
+            Turn(
+                int(t["player"]), t["text"], t["thought"], (float(t["r1"]), float(t["r2"])),
+                tuple(t["tokens"]) if t.get("tokens") is not None else None,
+                tuple(t["logprobs"]) if t.get("logprobs") is not None else None,
+                bool(t.get("truncated") or False),
+            )
+            for t in row["turns"]
+        ]
         if not turns:
             raise ValueError("episode has no turns")
         return Episode(

@@ -1,0 +1,22 @@
+"""Games, one file each. A game registers here by name; its options are validated by its `Options` model."""
+
+from __future__ import annotations
+
+import importlib
+
+from langgame.config import GameConfig, ConfigError, validate
+from langgame.game import Game
+
+GAMES = {
+    "secret": "langgame.games.secret:SecretGame",
+    "qa": "langgame.games.qa:QAGame",
+}
+
+
+def make_game(cfg: GameConfig, where: str = "game") -> Game:
+    """Instantiate a registered game; an unknown name or option is a one-line error."""
+    if cfg.name not in GAMES:
+        raise ConfigError(f"{where}.name: unknown game {cfg.name!r}; available: {', '.join(sorted(GAMES))}")
+    module, cls = GAMES[cfg.name].split(":")
+    game_cls = getattr(importlib.import_module(module), cls)
+    return game_cls(validate(game_cls.Options, cfg.options, f"{where}.options"))

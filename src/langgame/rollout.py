@@ -1,0 +1,136 @@
+"""Rollouts: play batches of episodes between two players.
+
+A backend turns token prompts into sampled turns (`Backend.generate`); `play` drives a game:
+at every step the episodes whose player function names the same player act together in one
+batch. The Hugging Face backend samples with a KV cache, left padding, bf16 autocast when the
+policy asks for it, and drops finished sequences from the batch as soon as they emit their
+end-of-turn token. A vLLM backend only needs to implement `generate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import torch
+from transformers import DynamicCache
+
+from langgame.config import Sampling
+from langgame.game import Episode, Game, Turn, render
+from langgame.models import Policy
+
+
+@dataclass
+class Generation:
+    """One sampled turn: ids (end-of-turn token last unless truncated) and their log-probs under the sampling distribution."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    truncated: bool
+
+
+class Backend(Protocol):
+    def generate(self, policy: Policy, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator) -> list[Generation]: ...
+
+
+def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample from softmax(logits / T) restricted to the top-p nucleus. [N, V] -> ids [N], log-probs [N]."""
+    logp = torch.log_softmax(logits.float() / max(sampling.temperature, 1e-6), dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)
+        outside = sorted_logp.exp().cumsum(-1) - sorted_logp.exp() > sampling.top_p
+        sorted_logp = sorted_logp.masked_fill(outside, float("-inf"))
+        logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
+        logp = logp - torch.logsumexp(logp, dim=-1, keepdim=True)
+    ids = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return ids, logp.gather(-1, ids[:, None]).squeeze(-1)
+
+
+class HFBackend:
+    """Batched sampling with transformers models: prefill once, then one token per step from the KV cache."""
+
+    @torch.no_grad()
+    def generate(self, policy: Policy, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator) -> list[Generation]:
+        model, eot = policy.model, policy.eot_id
+        device = next(model.parameters()).device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), policy.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+            ids[i, width - len(p) :] = torch.as_tensor(p)
+            attention[i, width - len(p) :] = 1
+        ids, attention = ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = [Generation([], [], True) for _ in prompts]
+        alive = torch.arange(len(prompts), device=device)  # rows of the cache -> prompt index
+        cache = DynamicCache()
+        was_training = model.training
+        model.eval()
+        with policy.autocast():
+            logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                           use_cache=True, logits_to_keep=1).logits[:, -1]
+            for _ in range(sampling.max_new_tokens):
+                token, logp = _sample(logits, sampling, generator)
+                for row, (i, t, lp) in enumerate(zip(alive.tolist(), token.tolist(), logp.tolist())):
+                    out[i].tokens.append(t)
+                    out[i].logprobs.append(lp)
+                    if t == eot:
+                        out[i].truncated = False
+                keep = token != eot
+                if not bool(keep.any()):
+                    break
+                if not bool(keep.all()):
+                    cache.batch_select_indices(keep.nonzero().squeeze(-1))
+                    alive, token, attention, positions = alive[keep], token[keep], attention[keep], positions[keep]
+                attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=-1)
+                positions = positions[:, -1:] + 1
+                logits = model(input_ids=token[:, None], attention_mask=attention, position_ids=positions,
+                               past_key_values=cache, use_cache=True).logits[:, -1]
+        model.train(was_training)
+        return out
+
+
+@dataclass
+class Player:
+    """A player in a rollout: a policy with its sampling settings, or None for the game's scripted policy."""
+
+    policy: Policy | None
+    sampling: Sampling = Sampling()
+
+
+def play(game: Game, players: dict[int, Player], episodes: list[Episode], generator: torch.Generator,
+         backend: Backend | None = None) -> list[Episode]:
+    """Play every episode to the end (in place) and let the game judge them. Returns the episodes."""
+    backend = backend or HFBackend()
+    while True:
+        acting: dict[int, list[Episode]] = {}
+        for e in episodes:
+            player = game.current_player(e)
+            if player is not None:
+                acting.setdefault(player, []).append(e)
+        if not acting:
+            break
+        for player, group in sorted(acting.items()):
+            who = players[player]
+            if who.policy is None:
+                for e in group:
+                    e.turns.append(Turn(player, game.scripted_turn(e, player)))
+                continue
+            tok = who.policy.tokenizer
+            prompts = [
+                render(game.observation(e, player), tok, who.policy.eot_token, generation_prompt=True).ids.tolist()
+                for e in group
+            ]
+            for e, g in zip(group, backend.generate(who.policy, prompts, who.sampling, generator)):
+                content = g.tokens if g.truncated else g.tokens[:-1]
+                text = tok.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                e.turns.append(Turn(player, text, tokens=tuple(g.tokens), logprobs=tuple(g.logprobs), truncated=g.truncated))
+    game.judge(episodes)
+    for e in episodes:
+        e.check_payoff()
+    return episodes
+
+
+def with_turn_rewards(episode: Episode, index: int, rewards: tuple[float, float]) -> None:
+    """Set the rewards (r1, r2) received at the end of turn `index` (turns are immutable records)."""
+    episode.turns[index] = replace(episode.turns[index], rewards=rewards)

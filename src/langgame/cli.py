@@ -71,12 +71,14 @@ def _data_show(args) -> None:
 
 
 def _train(args) -> None:
-    from langgame.config import RLConfig, load_train_config
+    from langgame.config import RLConfig, SelfPlayConfig, load_train_config
 
     overrides = list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     cfg = load_train_config(args.config, overrides)
     if isinstance(cfg, RLConfig):
         from langgame.rl import train_rl as run
+    elif isinstance(cfg, SelfPlayConfig):
+        from langgame.selfplay import train_selfplay as run
     else:
         from langgame.train import train as run
     run_dir = run(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -100,6 +102,29 @@ def _summary(args) -> None:
         cells = [f"{first.get(k, float('nan')):.3f} -> {last.get(k, float('nan')):.3f}" for k in ("eval/nll_p1", "eval/nll_p2")]
         table.add_row(str(run), s["stage"], str(s["learner"]), str(last.get("step", "-")), *cells)
     Console(width=max(Console().width, 110)).print(table)
+
+
+def _eval_exploitability(args) -> None:
+    import json
+
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from langgame.config import SelfPlayConfig, validate
+    from langgame.equilibrium import exploitability_curve
+
+    path = args.run_dir / "config.yaml"
+    if not path.is_file():
+        raise LanggameError(f"{path}: not a run directory (no config.yaml)")
+    cfg = validate(SelfPlayConfig, yaml.safe_load(path.read_text()), str(path))
+    rows, plot = exploitability_curve(args.run_dir, cfg)
+    table = Table("checkpoint", "step", "exploitability", "NashConv", title=f"{cfg.game}: exploitability of saved policies")
+    for r in rows:
+        table.add_row(r["checkpoint"], str(r["step"]), f"{r['exploitability']:.4f}", f"{r['nash_conv']:.4f}")
+    Console().print(table)
+    print(json.dumps(rows))
+    print(f"plot: {plot}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--viewer", type=int, default=2, choices=[1, 2], help="render from this player's view")
     p.set_defaults(func=_data_show)
 
-    p = sub.add_parser("train", help="train a policy from a YAML config (stage: pretrain | sft | rl)")
+    p = sub.add_parser("train", help="train from a YAML config (stage: pretrain | sft | rl | selfplay)")
     p.add_argument("config", type=Path)
     p.add_argument("--run-dir", help="override run_dir")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
@@ -155,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="held-out per-player NLL of finished runs, first and last evaluation")
     p.add_argument("runs", nargs="+", type=Path)
     p.set_defaults(func=_summary)
+
+    from langgame.judges.cli import add_commands
+
+    add_commands(sub)
+
+    evaluate = sub.add_parser("eval", help="evaluate a run").add_subparsers(dest="what", required=True)
+    p = evaluate.add_parser("exploitability", help="exact exploitability of every checkpoint of a selfplay run, and a plot")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=_eval_exploitability)
     return parser
 
 

@@ -168,6 +168,41 @@ class RLConfig(Strict):
         return self
 
 
+class SelfPlayConfig(Strict):
+    """`langgame train` with stage: selfplay — both players of an OpenSpiel game learn from exact values.
+
+    algo (algos/mmd.py): pg (the mirror-descent / softmax policy-gradient step), mmd (the same
+    plus alpha KL to a magnet: magnetic mirror descent) or fp (fictitious play: each player
+    improves against the other's average policy; the average is what converges). Each step
+    computes the target policy and fits the LMs to it with `fit_steps` optimizer steps.
+    schedule: both players update every step (simultaneous) or they take turns,
+    `alternate_every` steps each (alternating). sharing: one model plays both seats (shared) or
+    each seat has its own (separate).
+    """
+
+    stage: Literal["selfplay"]
+    game: str = "kuhn_poker"
+    text: Literal["full", "compact"] = "full"
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+    policy: PolicyConfig = PolicyConfig(model="tiny-random")
+    sharing: Literal["separate", "shared"] = "separate"
+    schedule: Literal["simultaneous", "alternating"] = "simultaneous"
+    alternate_every: int = Field(1, gt=0)
+    algo: Literal["pg", "mmd", "fp"] = "mmd"
+    alpha: float = Field(0.05, ge=0, description="mmd: weight of KL(pi || magnet)")
+    eta: float = Field(1.0, gt=0, description="mirror-descent step size in policy space")
+    magnet: Literal["uniform", "initial"] = "uniform"
+    fit_steps: int = Field(1, gt=0, description="optimizer steps fitting the LMs to each step's target")
+    optim: OptimConfig = OptimConfig(lr=1e-3, schedule="constant")
+    micro_batch_size: int = Field(64, gt=0, description="sequences (state, action word) per forward pass")
+    max_steps: int = Field(200, gt=0)
+    eval_every: int = Field(10, gt=0, description="steps between exact exploitability evaluations")
+    save_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    run_dir: Path = Path("runs/selfplay")
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 1e-4 (no dot) as a float, as users write it."""
 
@@ -223,9 +258,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig | RLConfig:
-    """A `langgame train` config: RLConfig when stage is rl, else TrainConfig (pretrain, sft)."""
+STAGES = {"pretrain": TrainConfig, "sft": TrainConfig, "rl": RLConfig, "selfplay": SelfPlayConfig}
+
+
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig | RLConfig | SelfPlayConfig:
+    """A `langgame train` config, typed by its stage."""
     raw = apply_overrides(load_yaml(path), list(overrides))
-    if raw.get("stage") not in ("pretrain", "sft", "rl"):
-        raise ConfigError(f"{path}: stage: expected one of pretrain, sft, rl, got {raw.get('stage')!r}")
-    return validate(RLConfig if raw["stage"] == "rl" else TrainConfig, raw, str(path))
+    if raw.get("stage") not in STAGES:
+        raise ConfigError(f"{path}: stage: expected one of {', '.join(STAGES)}, got {raw.get('stage')!r}")
+    return validate(STAGES[raw["stage"]], raw, str(path))

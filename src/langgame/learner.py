@@ -57,4 +57,5 @@ class Learner:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.policy.version += 1
         return {**totals, "train/grad_norm": float(grad_norm), "train/lr": lr}

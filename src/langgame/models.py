@@ -47,6 +47,7 @@ class Policy:
     name: str
     eot_token: str
     compute_dtype: torch.dtype = torch.float32
+    version: int = 0  # bumped by every optimizer step, so rollout engines know when to re-sync weights
 
     def autocast(self):
         """Context for forward passes in the policy's compute precision (weights stay as loaded)."""

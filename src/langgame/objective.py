@@ -30,10 +30,17 @@ class Batch:
         return int(self.attention.sum())
 
 
+PAD_MULTIPLE = 16
+
+
 def collate(rendered: list[Rendered], pad_id: int, max_length: int | None = None) -> Batch:
-    """Right-pad rendered episodes (cut to max_length tokens) into one batch of action positions."""
+    """Right-pad rendered episodes (cut to max_length tokens) into one batch of action positions.
+
+    The width is rounded up to a multiple of PAD_MULTIPLE: bf16 matmuls on CPU (oneDNN) compile
+    a kernel per shape, and repeating shapes hit its cache.
+    """
     rendered = [Rendered(r.ids[:max_length], r.owner[:max_length], r.turn[:max_length], r.thought[:max_length]) for r in rendered]
-    length = max(len(r) for r in rendered)
+    length = -(-max(len(r) for r in rendered) // PAD_MULTIPLE) * PAD_MULTIPLE
     b = len(rendered)
     ids = np.full((b, length), pad_id, dtype=np.int64)
     attention = np.zeros((b, length), dtype=np.int64)

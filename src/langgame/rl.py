@@ -46,15 +46,22 @@ def frozen(policy: Policy) -> Policy:
 
 
 def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, groups: list[int]) -> Experience:
-    """The learner's view of judged episodes: its observation of each, rendered with owners."""
+    """The learner's view of judged episodes: its observation of each, rendered with owners.
+
+    The mask holds only actions the learner sampled: turns of its role drawn by chance or scripted
+    (no recorded tokens) are part of the environment and get no weight.
+    """
     rendered = [render(game.observation(e, role), policy.tokenizer, policy.eot_token) for e in episodes]
     batch = collate(rendered, policy.tokenizer.pad_token_id)
     rewards = np.zeros(batch.owner.shape)
+    sampled = torch.zeros(batch.owner.shape, dtype=torch.bool)
     for i, (e, r) in enumerate(zip(episodes, rendered)):
         rewards[i, : len(r) - 1] = learner_rewards(e, r, role)[1:]  # token j is action j - 1
+        turns = [k for k, t in enumerate(e.turns) if t.player == role and t.tokens is not None]
+        sampled[i] = torch.isin(batch.turn[i], torch.tensor(turns, dtype=torch.long))
     return Experience(
         batch=batch,
-        mask=(batch.owner == role).float(),
+        mask=((batch.owner == role) & sampled).float(),
         rewards=torch.as_tensor(rewards, dtype=torch.float32),
         returns=torch.tensor([e.returns()[role - 1] for e in episodes], dtype=torch.float32),
         groups=torch.tensor(groups),
@@ -78,14 +85,17 @@ class RLRun:
         opponent_cfg: PlayerConfig = cfg.player2 if cfg.learner == 1 else cfg.player1
         policy_cfg = learner_cfg.policy
         if checkpoint is not None:
-            policy_cfg = policy_cfg.model_copy(update={"model": str(checkpoint / "policy"), "lora": None})
+            policy_cfg = policy_cfg.model_copy(update={"model": str(checkpoint / f"player{cfg.learner}" / "policy"), "lora": None})
         self.policy = load_policy(policy_cfg)
-        initial = None if learner_cfg.policy.lora else frozen(load_policy(learner_cfg.policy) if checkpoint else self.policy)
-        self.reference = initial  # None with LoRA: the reference is the base model with the adapter disabled
+        lora = learner_cfg.policy.lora is not None
+        shares_initial = opponent_cfg.policy == learner_cfg.policy.model_copy(update={"lora": None}) and not lora
+        initial = None
+        if (cfg.algo.kl_coef > 0 and not lora) or shares_initial:  # a frozen copy of the initial policy
+            initial = frozen(load_policy(learner_cfg.policy) if checkpoint else self.policy)
+        self.reference = initial if cfg.algo.kl_coef > 0 else None  # with LoRA: the base, adapter disabled
         opponent = None
         if opponent_cfg.policy is not None:
-            same = opponent_cfg.policy == learner_cfg.policy.model_copy(update={"lora": None}) and initial is not None
-            opponent = initial if same else frozen(load_policy(opponent_cfg.policy))
+            opponent = initial if shares_initial else frozen(load_policy(opponent_cfg.policy))
         self.players = {
             cfg.learner: Player(self.policy, learner_cfg.sampling),
             3 - cfg.learner: Player(opponent, opponent_cfg.sampling),
@@ -96,7 +106,7 @@ class RLRun:
         self.learner = Learner(self.policy, cfg.optim, cfg.max_steps * cfg.algo.epochs, heads)
         self.iteration = 0
         if checkpoint is not None:
-            self.iteration = load_checkpoint(checkpoint, self.learner.optimizer, heads)["iteration"]
+            self.iteration = load_checkpoint(checkpoint, {f"player{cfg.learner}": self.learner})[0]["iteration"]
             self.learner.step = self.iteration * cfg.algo.epochs
 
     def play(self, split: str, n_scenarios: int, group_size: int, seed: tuple) -> tuple[list[Episode], list[int]]:
@@ -224,8 +234,8 @@ def train_rl(cfg: RLConfig, resume: bool = False, overwrite: bool = False, conso
         console.print(f"step {run.iteration}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
 
     def checkpoint_now() -> None:
-        save_checkpoint(cfg.run_dir / "checkpoints", run.iteration, run.policy, run.learner.optimizer,
-                        {"iteration": run.iteration}, cfg.keep_checkpoints, run.learner.heads)
+        save_checkpoint(cfg.run_dir / "checkpoints", run.iteration, {f"player{cfg.learner}": run.learner},
+                        {"iteration": run.iteration}, cfg.keep_checkpoints)
 
     if checkpoint is None:
         run_eval()

@@ -9,6 +9,7 @@ end-of-turn token. A vLLM backend only needs to implement `generate`.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from transformers import DynamicCache
 from langgame.config import Sampling
 from langgame.game import Episode, Game, Turn, render
 from langgame.models import Policy
+from langgame.objective import PAD_MULTIPLE
 
 
 @dataclass
@@ -42,18 +44,45 @@ def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator
         sorted_logp = sorted_logp.masked_fill(outside, float("-inf"))
         logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
         logp = logp - torch.logsumexp(logp, dim=-1, keepdim=True)
-    ids = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    # inverse-CDF sampling: one uniform per row (multinomial draws one per vocabulary entry: ~25 ms at 32 x 49k)
+    cdf = logp.exp().cumsum(-1)
+    u = torch.rand((len(cdf), 1), generator=generator, device=cdf.device) * cdf[:, -1:]
+    ids = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     return ids, logp.gather(-1, ids[:, None]).squeeze(-1)
 
 
 class HFBackend:
-    """Batched sampling with transformers models: prefill once, then one token per step from the KV cache."""
+    """Batched sampling with transformers models: prefill once, then one token per step from the KV cache.
+
+    A policy whose compute dtype is lower than its weights' (fp32 weights, bf16 compute) samples
+    from an inference copy of its weights in the compute dtype, re-synced in place whenever the
+    policy's version changes (after each optimizer step), as RL systems keep a separate rollout
+    engine. Decoding is bound by weight traffic, so this is about 1.3x faster than autocast.
+    """
+
+    def __init__(self):
+        self.copies: dict[int, tuple[int, torch.nn.Module]] = {}
+
+    def inference_model(self, policy: Policy) -> torch.nn.Module:
+        weights = next(policy.model.parameters()).dtype
+        if policy.compute_dtype == weights or policy.compute_dtype == torch.float32:
+            return policy.model
+        version, copy = self.copies.get(id(policy.model), (None, None))
+        if copy is None:
+            # used under no_grad only; keep requires_grad: with it off, bf16 linears on CPU run ~4x slower (torch 2.13)
+            copy = deepcopy(policy.model).to(policy.compute_dtype).eval()
+        elif version != policy.version:
+            with torch.no_grad():
+                for target, source in zip(copy.parameters(), policy.model.parameters()):
+                    target.copy_(source)
+        self.copies[id(policy.model)] = (policy.version, copy)
+        return copy
 
     @torch.no_grad()
     def generate(self, policy: Policy, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator) -> list[Generation]:
-        model, eot = policy.model, policy.eot_id
+        model, eot = self.inference_model(policy), policy.eot_id
         device = next(model.parameters()).device
-        width = max(len(p) for p in prompts)
+        width = -(-max(len(p) for p in prompts) // PAD_MULTIPLE) * PAD_MULTIPLE  # repeated shapes: see collate
         ids = torch.full((len(prompts), width), policy.tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
@@ -90,6 +119,9 @@ class HFBackend:
         return out
 
 
+DEFAULT_BACKEND = HFBackend()
+
+
 @dataclass
 class Player:
     """A player in a rollout: a policy with its sampling settings, or None for the game's scripted policy."""
@@ -101,7 +133,7 @@ class Player:
 def play(game: Game, players: dict[int, Player], episodes: list[Episode], generator: torch.Generator,
          backend: Backend | None = None) -> list[Episode]:
     """Play every episode to the end (in place) and let the game judge them. Returns the episodes."""
-    backend = backend or HFBackend()
+    backend = backend or DEFAULT_BACKEND
     while True:
         acting: dict[int, list[Episode]] = {}
         for e in episodes:

@@ -91,12 +91,12 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
     np.random.seed(cfg.seed)
     policy_cfg = cfg.policy
     if checkpoint is not None:
-        policy_cfg = cfg.policy.model_copy(update={"model": str(checkpoint / "policy"), "lora": None})
+        policy_cfg = cfg.policy.model_copy(update={"model": str(checkpoint / f"player{cfg.learner}" / "policy"), "lora": None})
         console.print(f"resuming from {checkpoint}")
     policy = load_policy(policy_cfg)
     learner = Learner(policy, cfg.optim, cfg.max_steps)
     if checkpoint is not None:
-        learner.step = load_checkpoint(checkpoint, learner.optimizer)["step"]
+        learner.step = load_checkpoint(checkpoint, {f"player{cfg.learner}": learner})[0]["step"]
 
     train_set, _ = _render_all(policy, cfg.data.train, cfg.learner)
     eval_set = _render_all(policy, cfg.data.eval, cfg.learner, cfg.data.eval_episodes)[0] if cfg.data.eval else []
@@ -118,7 +118,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
         return values
 
     def checkpoint_now() -> None:
-        save_checkpoint(cfg.run_dir / "checkpoints", learner.step, policy, learner.optimizer, {}, cfg.keep_checkpoints)
+        save_checkpoint(cfg.run_dir / "checkpoints", learner.step, {f"player{cfg.learner}": learner}, {}, cfg.keep_checkpoints)
 
     if checkpoint is None:
         run_eval()

@@ -3,8 +3,9 @@
 One run, one machine, one model (the shipped SmolLM2-135M-Instruct, fp32 weights, 2 threads),
 one workload: 32 prompts of about 50 tokens, sampled at temperature 1 with up to 64 new tokens;
 an RL step is a rollout of those 32 episodes (8 prompts x 4 samples) plus one update on them.
-langgame runs its forward passes under bf16 autocast (its examples' setting; weights and
-optimizer stay fp32) and is also measured with fp32 compute. Each part runs in its own
+langgame runs with bf16 compute (its examples' setting: rollouts sample from a bf16 copy of the
+weights, updates run under bf16 autocast; weights and optimizer stay fp32) and is also measured
+with fp32 compute. Each part runs in its own
 subprocess, so peak RSS is per part. Prints one JSON object, then a Markdown table.
 
     .venv/bin/python benchmarks/rollout_train.py              # all parts, about 10 minutes
@@ -218,14 +219,14 @@ def table(r: dict) -> str:
         base = r[f"generate_b{b}"]["tokens_per_s"]
         rows.append(f"| rollout, `model.generate` fp32, batch {b} | {base:.0f} | 1.00x | {r[f'generate_b{b}']['peak_rss_gib']:.2f} |")
         lg = r[f"langgame_b{b}"]
-        rows.append(f"| rollout, langgame bf16 autocast, batch {b} | {lg['tokens_per_s']:.0f} | {lg['tokens_per_s'] / base:.2f}x | {lg['peak_rss_gib']:.2f} |")
+        rows.append(f"| rollout, langgame bf16 compute, batch {b} | {lg['tokens_per_s']:.0f} | {lg['tokens_per_s'] / base:.2f}x | {lg['peak_rss_gib']:.2f} |")
     if "langgame_b32_fp32" in r:
         lg = r["langgame_b32_fp32"]
         rows.append(f"| rollout, langgame fp32, batch 32 | {lg['tokens_per_s']:.0f} | {lg['tokens_per_s'] / r['generate_b32']['tokens_per_s']:.2f}x | {lg['peak_rss_gib']:.2f} |")
     base = r.get("trl_grpo", {}).get("tokens_per_s")
     if base:
         rows.append(f"| RL step, TRL GRPOTrainer fp32 ({r['trl_grpo']['step_seconds']:.1f} s) | {base:.0f} | 1.00x | {r['trl_grpo']['peak_rss_gib']:.2f} |")
-    for key, label in (("langgame_rl", "bf16 autocast"), ("langgame_rl_fp32", "fp32")):
+    for key, label in (("langgame_rl", "bf16 compute"), ("langgame_rl_fp32", "fp32")):
         if key in r:
             x = r[key]
             vs = f"{x['tokens_per_s'] / base:.2f}x" if base else "-"
@@ -233,7 +234,7 @@ def table(r: dict) -> str:
     lines = "\n".join(rows)
     x = r["langgame_rl"]
     lines += (
-        f"\n\nUpdate throughput (bf16 autocast): {x['update_flops_per_s'] / 1e9:.0f} GFLOP/s (6 N tokens), "
+        f"\n\nUpdate throughput (bf16 compute): {x['update_flops_per_s'] / 1e9:.0f} GFLOP/s (6 N tokens), "
         f"{x['update_flops_per_s'] / 1e9 / peak_bf16:.0%} of the bf16 matmul peak ({peak_bf16:.0f} GFLOP/s) "
         f"and {x['update_flops_per_s'] / 1e9 / peak_fp32:.0%} of the fp32 peak ({peak_fp32:.0f} GFLOP/s) measured in this run."
     )

@@ -15,7 +15,7 @@ from langgame.config import AlgoConfig, ConfigError, GameConfig, Sampling, load_
 from langgame.game import Episode, Game, Payoff, Turn, learner_rewards, view
 from langgame.games import GAMES, make_game
 from langgame.metrics import read_metrics
-from langgame.objective import collate, kl_estimate, token_logprobs
+from langgame.objective import kl_estimate, policy_forward
 from langgame.rl import experience, train_rl
 from langgame.rollout import Player, play, with_turn_rewards
 
@@ -132,11 +132,13 @@ def played(letters, tiny, n=6, seed=0, sampling=Sampling(max_new_tokens=12), rou
     return play(letters, {1: Player(None), 2: Player(tiny, sampling)}, episodes, torch.Generator().manual_seed(seed))
 
 
-def test_rollout_logprobs_equal_the_training_forward(letters, tiny):
-    episodes = played(letters, tiny, rounds=4)  # two player-2 turns each, with the KV cache reused across steps
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_rollout_logprobs_equal_the_training_forward(letters, tiny, temperature):
+    # two player-2 turns each, with the KV cache reused across steps; the policy is softmax(logits / T)
+    episodes = played(letters, tiny, rounds=4, sampling=Sampling(max_new_tokens=12, temperature=temperature))
     exp = experience(letters, episodes, tiny, 2, list(range(len(episodes))))
     with torch.no_grad():
-        logp = token_logprobs(tiny.model, exp.batch.ids, exp.batch.attention)
+        logp = policy_forward(tiny.model, exp.batch.ids, exp.batch.attention, temperature=temperature).logp
     for i, e in enumerate(episodes):
         sampled = [lp for t in e.turns if t.player == 2 for lp in t.logprobs]
         got = logp[i][exp.mask[i] > 0]

@@ -170,9 +170,12 @@ def _load_dir(path: Path, dtype: torch.dtype, what: str):
 
 
 def _load_base(spec: str, dtype: torch.dtype):
-    if spec == TINY_RANDOM:
+    if spec == TINY_RANDOM or spec.startswith(TINY_RANDOM + "@"):
+        seed = spec.partition("@")[2]
+        if seed and not seed.isdigit():
+            raise ModelError(f"model {spec!r}: expected {TINY_RANDOM}@<integer seed>")
         tokenizer = tiny_tokenizer()
-        return tiny_random_model(len(tokenizer)).to(dtype), tokenizer
+        return tiny_random_model(len(tokenizer), seed=int(seed or 0)).to(dtype), tokenizer
     if spec in SHIPPED:
         path = prepare_shipped(spec)
         try:
@@ -197,7 +200,8 @@ def load_policy(config: PolicyConfig | str) -> Policy:
     """Load a policy from a spec; with config.lora, wrap the model in a fresh trainable LoRA adapter.
 
     A directory holding a LoRA adapter (adapter_config.json) loads its base model, then the adapter.
-    'tiny-random' is always the same model (fixed init seed); LoRA init follows torch's global seed.
+    'tiny-random' is always the same model (init seed 0), 'tiny-random@N' the one with init seed N
+    (learning from scratch over several seeds); LoRA init follows torch's global seed.
     """
     import peft
 

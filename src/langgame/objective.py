@@ -71,8 +71,12 @@ def policy_forward(
     where: torch.Tensor | None = None,
     entropy: bool = False,
     hidden: bool = False,
+    temperature: float = 1.0,
 ) -> Forward:
     """log pi(a_t|s_t) for every action position of [B, T+1] ids, and optionally entropy and hidden states.
+
+    temperature: the policy is softmax(logits / temperature), the distribution a player samples
+    from (as TRL does), so that training at a sampling temperature != 1 stays on-policy.
 
     where: optional [B, T] bool; only those positions go through the LM head (the rest are 0),
     which saves most of the head's cost on context tokens or on the other player's turn. Logits
@@ -89,6 +93,7 @@ def policy_forward(
     else:
         states = lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
         logits = lm.get_output_embeddings()(states[where]).float()
+    logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     picked = logits.gather(-1, actions[where].unsqueeze(-1)).squeeze(-1) - lse
 

@@ -96,6 +96,7 @@ class RLRun:
         opponent = None
         if opponent_cfg.policy is not None:
             opponent = initial if shares_initial else frozen(load_policy(opponent_cfg.policy))
+        self.temperature = learner_cfg.sampling.temperature  # the learner's policy is softmax(logits / T)
         self.players = {
             cfg.learner: Player(self.policy, learner_cfg.sampling),
             3 - cfg.learner: Player(opponent, opponent_cfg.sampling),
@@ -124,7 +125,7 @@ class RLRun:
     def score(self, exp: Experience) -> dict[str, float]:
         """Fill reference / old log-probs / values; shape rewards with k1 when the KL is in the reward."""
         algo, model = self.cfg.algo, self.policy.model
-        want_old = self.rule.needs_old_logp or algo.kl_coef > 0
+        want_old = self.rule.needs_old_logp or (algo.kl_coef > 0 and algo.kl_in == "reward")
         ref, old, values = (torch.zeros_like(exp.mask) for _ in range(3))
         model.eval()
         for mb_idx in _chunks(len(exp.returns), self.cfg.micro_batch_size):
@@ -133,7 +134,7 @@ class RLRun:
             cols = slice(0, b.owner.shape[1])
             with self.policy.autocast():
                 if want_old or self.rule.needs_values:
-                    fwd = policy_forward(model, b.ids, b.attention, where, hidden=self.rule.needs_values)
+                    fwd = policy_forward(model, b.ids, b.attention, where, hidden=self.rule.needs_values, temperature=self.temperature)
                     old[mb_idx, cols] = fwd.logp
                     if self.rule.needs_values:
                         values[mb_idx, cols] = self.learner.heads["value"](fwd.hidden) * mb.mask
@@ -141,15 +142,15 @@ class RLRun:
                     ref_model = self.reference.model if self.reference else model
                     ctx = model.disable_adapter() if self.reference is None else nullcontext()
                     with ctx:
-                        ref[mb_idx, cols] = policy_forward(ref_model, b.ids, b.attention, where).logp
+                        ref[mb_idx, cols] = policy_forward(ref_model, b.ids, b.attention, where, temperature=self.temperature).logp
         exp.old_logp = old if want_old else None
         exp.values = values if self.rule.needs_values else None
         metrics = {}
         if algo.kl_coef > 0:
             exp.ref_logp = ref
-            kl = kl_estimate(old, ref, algo.kl_estimator) * exp.mask
-            metrics["train/kl"] = float(kl.sum() / exp.mask.sum().clamp(min=1))
-            if algo.kl_in == "reward":
+            if algo.kl_in == "reward":  # with the KL in the loss, the training forward reports it
+                kl = kl_estimate(old, ref, algo.kl_estimator) * exp.mask
+                metrics["train/kl"] = float(kl.sum() / exp.mask.sum().clamp(min=1))
                 exp.rewards = exp.rewards - algo.kl_coef * kl
         return metrics
 
@@ -159,12 +160,13 @@ class RLRun:
         def fn(mb: Experience):
             b = mb.batch
             with self.policy.autocast():
-                fwd = policy_forward(self.policy.model, b.ids, b.attention, mb.mask > 0,
-                                     entropy=algo.entropy_coef > 0, hidden=self.rule.needs_values)
+                fwd = policy_forward(self.policy.model, b.ids, b.attention, mb.mask > 0, entropy=algo.entropy_coef > 0,
+                                     hidden=self.rule.needs_values, temperature=self.temperature)
             loss, metrics = self.rule.loss(fwd, mb, heads, normaliser)
             if algo.kl_coef > 0 and algo.kl_in == "loss":
                 kl = (kl_estimate(fwd.logp, mb.ref_logp, algo.kl_estimator) * mb.mask).sum() / normaliser
                 loss = loss + algo.kl_coef * kl
+                metrics["train/kl"] = kl.item()
             if algo.entropy_coef > 0:
                 entropy = (fwd.entropy * mb.mask).sum() / normaliser
                 loss = loss - algo.entropy_coef * entropy

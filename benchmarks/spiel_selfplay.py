@@ -30,11 +30,14 @@ from langgame.runtime import configure_cpu  # noqa: E402
 from langgame.selfplay import SelfPlay  # noqa: E402
 
 KUHN = {"game": "kuhn_poker", "text": "compact", "algo": "mmd", "alpha": 0.1, "eta": 0.3, "fit_steps": 20,
-        "optim": {"lr": 1e-2, "schedule": "constant"}}
+        "optim": {"lr": 1e-2, "schedule": "cosine", "min_lr_ratio": 0.05}}  # as examples/kuhn_selfplay.yaml
 
 
 def run(settings: dict, minutes: float, max_steps: int, eval_every: int) -> list[dict]:
-    """Self-play until max_steps or the budget; returns [{step, seconds, exploitability}] (step 0 first)."""
+    """Self-play until max_steps or the budget; returns [{step, seconds, exploitability}] (step 0 first).
+
+    The LR schedule spans max_steps; a run cut by the budget stops partway through it.
+    """
     cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "threads": 2, "max_steps": max_steps, "run_dir": "/dev/null", **settings})
     start = time.perf_counter()
     sp = SelfPlay(cfg, None)
@@ -85,7 +88,7 @@ def main() -> None:
 
     if "kuhn" in args.parts:
         for seed in args.seeds:
-            done(f"kuhn_tiny_seed{seed}", summary(run({**KUHN, "policy": {"model": f"tiny-random@{seed}"}}, args.minutes, 1500, 25)))
+            done(f"kuhn_tiny_seed{seed}", summary(run({**KUHN, "policy": {"model": f"tiny-random@{seed}"}}, args.minutes, 500, 25)))
         plot({k: v["curve"] for k, v in results.items() if k.startswith("kuhn")}, args.out / "kuhn.png", "Kuhn poker, tiny LM from scratch, MMD", "seconds")
     if "smollm2" in args.parts:
         settings = {**KUHN, "fit_steps": 5, "optim": {"lr": 1e-5, "schedule": "constant"},

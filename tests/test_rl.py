@@ -212,7 +212,7 @@ def rl_config(tmp_path, letters):
 
 
 @pytest.mark.parametrize("algo,lr", [
-    ({"name": "reinforce", "group_size": 4}, 2e-2),
+    ({"name": "reinforce", "group_size": 4}, 1e-2),  # 2e-2 can collapse onto one deterministic reply
     ({"name": "ppo", "group_size": 4, "epochs": 2, "kl_coef": 0.01, "kl_estimator": "k1", "kl_in": "reward"}, 5e-3),
 ])
 def test_learning_raises_the_learners_reward(rl_config, algo, lr):
@@ -257,14 +257,18 @@ def test_lora_learner_uses_the_base_model_as_reference(rl_config):
     cfg = rl_config(algo={"name": "reinforce", "kl_coef": 0.1, "entropy_coef": 1.0}, player2={"policy": {"model": "tiny-random", "lora": {"r": 4}},
                                                                          "sampling": {"max_new_tokens": 8}}, max_steps=3)
     run_dir = train_rl(load_train_config(cfg))
-    kls = [r["train/kl"] for r in read_metrics(run_dir) if "train/kl" in r]
+    kls = [r["train/kl_player2"] for r in read_metrics(run_dir) if "train/kl_player2" in r]
     assert kls[0] == pytest.approx(0.0, abs=1e-6) and kls[-1] > 0  # the adapter starts at the base model, then moves
 
 
 def test_rl_config_errors(rl_config, tmp_path):
     with pytest.raises(ConfigError, match="unknown game 'chess'; available: .*secret"):
         make_game(GameConfig(name="chess"))
-    with pytest.raises(ConfigError, match="player2 is the learner, so it needs a policy"):
+    with pytest.raises(ConfigError, match="player2 is a learner, so it needs a policy"):
         load_train_config(rl_config(player2={"policy": None}))
+    with pytest.raises(ConfigError, match="sharing: lora needs both players to learn"):
+        load_train_config(rl_config(sharing="lora"))
+    with pytest.raises(ConfigError, match="schedule: population samples past checkpoints, so it needs save_every"):
+        load_train_config(rl_config(learners=[1, 2], player1={"policy": {"model": "tiny-random"}}, schedule={"kind": "population"}, save_every=0))
     with pytest.raises(ConfigError, match="algo.name: Input should be 'reinforce' or 'ppo'"):
         load_train_config(rl_config(algo={"name": "dpo"}))

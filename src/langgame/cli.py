@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -127,6 +128,26 @@ def _eval_exploitability(args) -> None:
     print(f"plot: {plot}")
 
 
+def _report(args) -> None:
+    from langgame.report import write_report
+
+    print(f"report: {write_report(args.run_dir, args.transcripts)}")
+
+
+def _eval_crossplay(args) -> None:
+    from langgame.crossplay import cross_play
+
+    result = cross_play(args.run_dir, args.defenders, args.scenarios)
+    print(json.dumps({k: result[k] for k in ("attackers", "defenders", "payoff_p1", "meta_nash", "nash_conv")}))
+    print(f"written: {args.run_dir / 'crossplay.json'}")
+
+
+def _eval_best_response(args) -> None:
+    from langgame.crossplay import best_response
+
+    print(json.dumps(best_response(args.run_dir, args.player, args.steps)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="langgame",
@@ -189,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = evaluate.add_parser("exploitability", help="exact exploitability of every checkpoint of a selfplay run, and a plot")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_eval_exploitability)
+    p = evaluate.add_parser("crossplay", help="payoff matrix between an rl run's saved attackers and defenders, meta-Nash, NashConv")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--defenders", nargs="*", type=Path, default=[], help="other runs whose final defender joins the matrix (e.g. an RLHF baseline)")
+    p.add_argument("--scenarios", type=int, help="held-out scenarios per cell (default: the run's eval_scenarios)")
+    p.set_defaults(func=_eval_crossplay)
+    p = evaluate.add_parser("best-response", help="train a fresh player against the other's frozen final policy: approximate exploitability")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--player", type=int, choices=[1, 2], required=True, help="the player to train afresh")
+    p.add_argument("--steps", type=int, default=10)
+    p.set_defaults(func=_eval_best_response)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run (report.html in the run directory)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--transcripts", type=int, default=12, help="episodes shown from the last evaluation")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -136,15 +136,30 @@ class GameConfig(Strict):
     options: dict[str, Any] = {}
 
 
-class RLConfig(Strict):
-    """`langgame train` with stage: rl — the learner plays the game against a fixed opponent (section 4.4).
+class ScheduleConfig(Strict):
+    """Who learns when (schedule.py): simultaneous, alternating (player2_steps of player 2, then
+    player1_steps of player 1, as in GPO) or population (each learner against a past checkpoint of the other)."""
 
-    Every step draws `scenarios_per_step` initial contexts from the game's train split, plays
-    `algo.group_size` episodes from each, judges them and takes `algo.epochs` optimizer steps.
+    kind: Literal["simultaneous", "alternating", "population"] = "simultaneous"
+    player2_steps: int = Field(1, gt=0)
+    player1_steps: int = Field(1, gt=0)
+
+
+class RLConfig(Strict):
+    """`langgame train` with stage: rl — players learn by policy gradient in a game (sections 4.4-4.7).
+
+    learners: the players that learn ([2]: RLHF against a fixed player 1; [1, 2]: both, e.g.
+    red-team self-play). sharing, when both learn: separate (two models, two optimizers), lora (one
+    frozen base, one LoRA adapter and optimizer per player, swapped per turn) or shared (one set of
+    weights for both roles; the role is given by the prompt). Every step draws `scenarios_per_step`
+    initial contexts from the game's train split, plays `algo.group_size` episodes from each, judges
+    them and takes `algo.epochs` optimizer steps per learner.
     """
 
     stage: Literal["rl"]
-    learner: Literal[1, 2] = 2
+    learners: list[Literal[1, 2]] = [2]
+    sharing: Literal["separate", "lora", "shared"] = "separate"
+    schedule: ScheduleConfig = ScheduleConfig()
     seed: int = 0
     threads: int | None = Field(None, gt=0)
     game: GameConfig
@@ -162,9 +177,25 @@ class RLConfig(Strict):
     run_dir: Path = Path("runs/rl")
 
     @model_validator(mode="after")
-    def _learner_is_a_policy(self) -> RLConfig:
-        if (self.player1 if self.learner == 1 else self.player2).policy is None:
-            raise ValueError(f"player{self.learner} is the learner, so it needs a policy (it is scripted)")
+    def _consistent(self) -> RLConfig:
+        if not self.learners or len(set(self.learners)) != len(self.learners):
+            raise ValueError(f"learners must name player 1 and/or 2 once each, got {self.learners}")
+        for p in self.learners:
+            if (self.player1 if p == 1 else self.player2).policy is None:
+                raise ValueError(f"player{p} is a learner, so it needs a policy (it is scripted)")
+        both = sorted(self.learners) == [1, 2]
+        if self.sharing != "separate":
+            if not both:
+                raise ValueError(f"sharing: {self.sharing} needs both players to learn (learners: [1, 2])")
+            a, b = self.player1.policy, self.player2.policy
+            if self.sharing == "shared" and a != b:
+                raise ValueError("sharing: shared needs player1.policy and player2.policy to be identical")
+            if self.sharing == "lora" and (a.model, a.dtype, a.compute_dtype) != (b.model, b.dtype, b.compute_dtype):
+                raise ValueError("sharing: lora needs both players on the same base (policy.model, dtype, compute_dtype)")
+        if self.schedule.kind != "simultaneous" and not both:
+            raise ValueError(f"schedule: {self.schedule.kind} needs both players to learn (learners: [1, 2])")
+        if self.schedule.kind == "population" and not self.save_every:
+            raise ValueError("schedule: population samples past checkpoints, so it needs save_every > 0")
         return self
 
 

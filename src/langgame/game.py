@@ -170,6 +170,13 @@ class Game(ABC):
         """Game-specific measurements of judged episodes (e.g. leak rate, answer accuracy)."""
         return {}
 
+    def state_dict(self) -> dict:
+        """JSON state that a resumed run must restore (e.g. an attacker's history of past attacks)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 def view(episode: Episode, viewer: int, system: str | None = None) -> list[Message]:
     """The players' turns as `viewer` sees them, after an optional role prompt (not an episode turn)."""
@@ -267,10 +274,15 @@ def learner_rewards(episode: Episode, rendered: Rendered, player: int) -> np.nda
     """The player's rewards in the MDP induced by fixing the other player (Fig. 3). float64 [T].
 
     Turn k's reward r^i goes on the player's last own token at or before the end of turn k (for
-    its own turn, its end-of-turn action); rewards before its first action are lost to it.
+    its own turn, its end-of-turn action); rewards before its first action are lost to it. A
+    shaping term of the player's learning, outside the game's payoff (episode.meta["shaping"],
+    e.g. an attacker's diversity penalty), goes on its last token.
     """
     r = np.zeros(len(rendered), dtype=np.float64)
     own = np.flatnonzero(rendered.owner == player)
+    shaping = episode.meta.get("shaping", {}).get(str(player), 0.0)
+    if shaping and len(own):
+        r[own[-1]] += shaping
     for k, t in enumerate(episode.turns):
         positions = np.flatnonzero(rendered.turn == k)
         reward = t.rewards[player - 1]

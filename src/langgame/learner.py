@@ -29,11 +29,13 @@ def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
 
 
 class Learner:
-    def __init__(self, policy: Policy, cfg: OptimConfig, max_steps: int, heads: dict[str, torch.nn.Module] | None = None):
+    def __init__(self, policy: Policy, cfg: OptimConfig, max_steps: int, heads: dict[str, torch.nn.Module] | None = None,
+                 params: list[torch.nn.Parameter] | None = None):
+        """params: the policy's parameters to train (default: all that require gradients, e.g. one LoRA adapter)."""
         self.policy, self.cfg, self.max_steps = policy, cfg, max_steps
         self.heads = heads or {}
-        modules = [policy.model, *self.heads.values()]
-        self.params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        policy_params = params if params is not None else [p for p in policy.model.parameters() if p.requires_grad]
+        self.params = policy_params + [p for m in self.heads.values() for p in m.parameters()]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
@@ -57,5 +59,5 @@ class Learner:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.policy.version += 1
+        self.policy.model.langgame_version = self.policy.version + 1
         return {**totals, "train/grad_norm": float(grad_norm), "train/lr": lr}

@@ -7,6 +7,7 @@ into a plain safetensors checkpoint under `langgame_home()/models/` and loaded f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -47,12 +48,27 @@ class Policy:
     name: str
     eot_token: str
     compute_dtype: torch.dtype = torch.float32
-    version: int = 0  # bumped by every optimizer step, so rollout engines know when to re-sync weights
+    adapter: str | None = None  # the LoRA adapter of a model whose adapters are players (sharing: lora)
+    base_only: bool = False  # the base model with every adapter disabled (their reference policy)
 
     def autocast(self):
         """Context for forward passes in the policy's compute precision (weights stay as loaded)."""
         device = next(self.model.parameters()).device.type
         return torch.autocast(device, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
+
+    def activated(self, model: torch.nn.Module | None = None):
+        """Context in which `model` (default: self.model, or a copy of it) acts as this policy: its adapter set active."""
+        model = model or self.model
+        if self.base_only:
+            return model.disable_adapter()
+        if self.adapter is not None:
+            model.set_adapter(self.adapter)
+        return contextlib.nullcontext()
+
+    @property
+    def version(self) -> int:
+        """Optimizer steps taken on the model so far (rollout engines re-sync their weight copies when it changes)."""
+        return getattr(self.model, "langgame_version", 0)
 
     @property
     def eot_id(self) -> int:
@@ -238,5 +254,13 @@ def load_policy(config: PolicyConfig | str) -> Policy:
 
 def save_policy(policy: Policy, directory: Path) -> None:
     """Write the model (or only its LoRA adapter) and tokenizer so that load_policy(directory) works."""
-    policy.model.save_pretrained(directory)
+    if policy.adapter is not None:  # one adapter of several: peft writes it to directory/<name>/; lift it up
+        policy.model.save_pretrained(directory, selected_adapters=[policy.adapter])
+        nested = Path(directory) / policy.adapter
+        if nested.is_dir():
+            for f in nested.iterdir():
+                os.replace(f, Path(directory) / f.name)
+            nested.rmdir()
+    else:
+        policy.model.save_pretrained(directory)
     policy.tokenizer.save_pretrained(directory)

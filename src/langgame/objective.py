@@ -71,12 +71,13 @@ def policy_forward(
     where: torch.Tensor | None = None,
     entropy: bool = False,
     hidden: bool = False,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
 ) -> Forward:
     """log pi(a_t|s_t) for every action position of [B, T+1] ids, and optionally entropy and hidden states.
 
     temperature: the policy is softmax(logits / temperature), the distribution a player samples
-    from (as TRL does), so that training at a sampling temperature != 1 stays on-policy.
+    from (as TRL does), so that training at a sampling temperature != 1 stays on-policy; a [B]
+    tensor gives each row its own (both roles of a shared model).
 
     where: optional [B, T] bool; only those positions go through the LM head (the rest are 0),
     which saves most of the head's cost on context tokens or on the other player's turn. Logits
@@ -93,6 +94,8 @@ def policy_forward(
     else:
         states = lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
         logits = lm.get_output_embeddings()(states[where]).float()
+    if torch.is_tensor(temperature):
+        temperature = temperature.to(logits.device)[:, None].expand(actions.shape)[where][:, None]
     logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)
     picked = logits.gather(-1, actions[where].unsqueeze(-1)).squeeze(-1) - lse

@@ -1,9 +1,15 @@
-"""`langgame train` with stage: rl — one player learns by policy gradient against a fixed opponent.
+"""`langgame train` with stage: rl — one or both players learn by policy gradient (sections 4.4-4.9).
 
-One step: draw initial contexts from the game's train split, play `group_size` episodes from
-each (rollout.play), let the game judge them, turn the learner's view of them into Experience,
-score it once without gradients (reference, old log-probs, values: whatever the rule and the
-KL term need), compute advantages, and take `algo.epochs` optimizer steps on the one objective.
+One step: the schedule names the players that learn now (schedule.py); for them, draw initial
+contexts from the game's train split, play `group_size` episodes from each against the other
+player's current policy (or, for population, a past checkpoint of it), let the game judge them,
+turn each learner's view of them into Experience, score it once without gradients (reference,
+old log-probs, values: whatever the rule and the KL term need), compute advantages, and take
+`algo.epochs` optimizer steps per learning model on the one objective.
+
+A learner is a "seat": player1, player2, or shared (one model for both roles). With sharing:
+lora both seats are adapters of one frozen base model, and the base with its adapters disabled
+is their reference policy.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import os
 import random
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
+import peft
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -27,7 +33,8 @@ from langgame.algos import RULES
 from langgame.algos.base import Experience
 from langgame.algos.ppo import ValueHead
 from langgame.checkpoint import load_checkpoint, save_checkpoint, write_atomic
-from langgame.config import PlayerConfig, RLConfig
+from langgame.config import ConfigError, LoraSettings, RLConfig
+from langgame.data.episodes import write_episodes
 from langgame.game import Episode, Game, learner_rewards, render
 from langgame.games import make_game
 from langgame.learner import Learner
@@ -36,6 +43,7 @@ from langgame.models import Policy, load_policy, save_policy
 from langgame.objective import collate, kl_estimate, policy_forward
 from langgame.rollout import Player, play
 from langgame.runtime import configure_cpu
+from langgame.schedule import learning_now, opponent_snapshot
 from langgame.train import prepare_run_dir
 
 
@@ -59,11 +67,12 @@ def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, g
         rewards[i, : len(r) - 1] = learner_rewards(e, r, role)[1:]  # token j is action j - 1
         turns = [k for k, t in enumerate(e.turns) if t.player == role and t.tokens is not None]
         sampled[i] = torch.isin(batch.turn[i], torch.tensor(turns, dtype=torch.long))
+    shaping = [e.meta.get("shaping", {}).get(str(role), 0.0) for e in episodes]
     return Experience(
         batch=batch,
         mask=((batch.owner == role) & sampled).float(),
         rewards=torch.as_tensor(rewards, dtype=torch.float32),
-        returns=torch.tensor([e.returns()[role - 1] for e in episodes], dtype=torch.float32),
+        returns=torch.tensor([e.returns()[role - 1] + s for e, s in zip(episodes, shaping)], dtype=torch.float32),
         groups=torch.tensor(groups),
         roles=torch.full((len(episodes),), role),
     )
@@ -74,75 +83,156 @@ def micro_batches(exp: Experience, size: int) -> list[Experience]:
     return [exp.rows(order[i : i + size]) for i in range(0, len(order), size)]
 
 
+def play_scenarios(game: Game, players: dict[int, Player], split: str, n_scenarios: int, group_size: int,
+                   seed: tuple) -> tuple[list[Episode], list[int]]:
+    """Draw n_scenarios initial contexts of `split` (seeded), play group_size episodes from each. Returns episodes and group ids."""
+    rng = random.Random(repr(seed))
+    episodes, groups = [], []
+    for g in range(n_scenarios):
+        root = game.initial(rng, split)
+        for _ in range(group_size):
+            episodes.append(copy.deepcopy(root))
+            groups.append(g)
+    return play(game, players, episodes, torch.Generator().manual_seed(_stable_seed(seed))), groups
+
+
+def _chunks(n: int, size: int) -> list[list[int]]:
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def _stable_seed(key: tuple) -> int:
+    return int(hashlib.sha256(repr(key).encode()).hexdigest()[:15], 16)
+
+
 class RLRun:
-    """The state of one RL run: game, players, learner, reference, and the step functions."""
+    """The state of one RL run: game, policies of both players, learners, references; the step functions."""
 
     def __init__(self, cfg: RLConfig, checkpoint: Path | None):
         self.cfg = cfg
         self.game = make_game(cfg.game)
         self.rule = RULES[cfg.algo.name](cfg.algo)
-        learner_cfg: PlayerConfig = cfg.player1 if cfg.learner == 1 else cfg.player2
-        opponent_cfg: PlayerConfig = cfg.player2 if cfg.learner == 1 else cfg.player1
-        policy_cfg = learner_cfg.policy
-        if checkpoint is not None:
-            policy_cfg = policy_cfg.model_copy(update={"model": str(checkpoint / f"player{cfg.learner}" / "policy"), "lora": None})
-        self.policy = load_policy(policy_cfg)
-        lora = learner_cfg.policy.lora is not None
-        shares_initial = opponent_cfg.policy == learner_cfg.policy.model_copy(update={"lora": None}) and not lora
-        initial = None
-        if (cfg.algo.kl_coef > 0 and not lora) or shares_initial:  # a frozen copy of the initial policy
-            initial = frozen(load_policy(learner_cfg.policy) if checkpoint else self.policy)
-        self.reference = initial if cfg.algo.kl_coef > 0 else None  # with LoRA: the base, adapter disabled
-        opponent = None
-        if opponent_cfg.policy is not None:
-            opponent = initial if shares_initial else frozen(load_policy(opponent_cfg.policy))
-        self.temperature = learner_cfg.sampling.temperature  # the learner's policy is softmax(logits / T)
-        self.players = {
-            cfg.learner: Player(self.policy, learner_cfg.sampling),
-            3 - cfg.learner: Player(opponent, opponent_cfg.sampling),
-        }
-        heads = {}
-        if self.rule.needs_values:
-            heads["value"] = ValueHead(self.policy.model.config.hidden_size)
-        self.learner = Learner(self.policy, cfg.optim, cfg.max_steps * cfg.algo.epochs, heads)
+        self.player_cfg = {1: cfg.player1, 2: cfg.player2}
+        self.temperature = {p: c.sampling.temperature for p, c in self.player_cfg.items()}
+        self.seat = {p: ("shared" if cfg.sharing == "shared" else f"player{p}") for p in cfg.learners}
+        self.policies: dict[int, Policy | None] = {}
+        self.initial: dict[int, Policy | None] = {}  # each learner's initial policy (frozen copy, or LoRA base view); None if unused
+        if cfg.sharing == "lora":
+            self._lora_learners(checkpoint)
+        else:
+            self._full_learners(checkpoint)
+        for p in (1, 2):
+            if p not in cfg.learners:  # a fixed opponent: scripted, or a frozen policy (the learner's initial one if equal)
+                spec = self.player_cfg[p].policy
+                same = [q for q in cfg.learners if self.initial.get(q) is not None and self.player_cfg[q].policy.model_copy(update={"lora": None}) == spec]
+                self.policies[p] = None if spec is None else (self.initial[same[0]] if same else frozen(load_policy(spec)))
+        heads = lambda: {"value": ValueHead(self.policies[cfg.learners[0]].model.config.hidden_size)} if self.rule.needs_values else {}  # noqa: E731
+        self.learners: dict[str, Learner] = {}
+        for p, seat in self.seat.items():
+            if seat not in self.learners:
+                policy = self.policies[p]
+                params = _adapter_params(policy) if cfg.sharing == "lora" else None
+                self.learners[seat] = Learner(policy, cfg.optim, cfg.max_steps * cfg.algo.epochs, heads(), params)
         self.iteration = 0
         if checkpoint is not None:
-            self.iteration = load_checkpoint(checkpoint, {f"player{cfg.learner}": self.learner})[0]["iteration"]
-            self.learner.step = self.iteration * cfg.algo.epochs
+            state, _ = load_checkpoint(checkpoint, self.learners)
+            self.iteration = state["iteration"]
+            self.game.load_state_dict(state.get("game", {}))
+            for learner in self.learners.values():
+                learner.step = self.iteration * cfg.algo.epochs
 
-    def play(self, split: str, n_scenarios: int, group_size: int, seed: tuple) -> tuple[list[Episode], list[int]]:
-        rng = random.Random(repr(seed))
-        episodes, groups = [], []
-        for g in range(n_scenarios):
-            root = self.game.initial(rng, split)
-            for _ in range(group_size):
-                episodes.append(copy.deepcopy(root))
-                groups.append(g)
-        generator = torch.Generator().manual_seed(int(hashlib.sha256(repr(seed).encode()).hexdigest()[:15], 16))
-        return play(self.game, self.players, episodes, generator), groups
+    def _needs_initial(self, p: int) -> bool:
+        other = 3 - p
+        return (self.cfg.algo.kl_coef > 0 or other in self.cfg.learners
+                or (other not in self.cfg.learners and self.player_cfg[other].policy == self.player_cfg[p].policy.model_copy(update={"lora": None})))
+
+    def _full_learners(self, checkpoint: Path | None) -> None:
+        for p in self.cfg.learners:
+            seat, spec = self.seat[p], self.player_cfg[p].policy
+            shared = [q for q in self.policies if self.seat.get(q) == seat]
+            if shared:  # sharing: shared, the second role of the one model
+                self.policies[p], self.initial[p] = self.policies[shared[0]], self.initial[shared[0]]
+                continue
+            if checkpoint is not None:
+                spec = spec.model_copy(update={"model": str(checkpoint / seat / "policy"), "lora": None})
+            self.policies[p] = load_policy(spec)
+            wanted = self._needs_initial(p) or (self.cfg.sharing == "shared" and self._needs_initial(3 - p))
+            policy = self.policies[p]
+            if self.player_cfg[p].policy.lora is not None:  # a LoRA learner's reference: its base, adapter disabled
+                self.initial[p] = Policy(policy.model, policy.tokenizer, policy.name, policy.eot_token, policy.compute_dtype, base_only=True)
+            elif wanted:
+                self.initial[p] = frozen(load_policy(self.player_cfg[p].policy) if checkpoint else policy)
+            else:
+                self.initial[p] = None
+
+    def _lora_learners(self, checkpoint: Path | None) -> None:
+        """sharing: lora — one frozen base model, one adapter per player, swapped per turn."""
+        base_spec = self.player_cfg[1].policy.model_copy(update={"lora": None})
+        base = load_policy(base_spec)
+        model = base.model
+        for p in (1, 2):
+            name = f"player{p}"
+            if checkpoint is not None:
+                directory = checkpoint / name / "policy"
+                if isinstance(model, peft.PeftModel):
+                    model.load_adapter(directory, adapter_name=name, is_trainable=True)
+                else:
+                    model = peft.PeftModel.from_pretrained(model, directory, adapter_name=name, is_trainable=True)
+                continue
+            lora = self.player_cfg[p].policy.lora or LoraSettings()
+            config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                     target_modules=lora.target_modules, task_type="CAUSAL_LM")
+            try:
+                model = peft.get_peft_model(model, config, adapter_name=name) if not isinstance(model, peft.PeftModel) else model
+                if name not in model.peft_config:
+                    model.add_adapter(name, config)
+            except ValueError as e:
+                raise ConfigError(f"player{p}.policy: sharing: lora cannot wrap {base_spec.model!r}: {str(e).splitlines()[0]}") from None
+            model.peft_config[name].base_model_name_or_path = base_spec.model
+        for p in (1, 2):
+            self.policies[p] = Policy(model, base.tokenizer, base.name, base.eot_token, base.compute_dtype, adapter=f"player{p}")
+            self.initial[p] = Policy(model, base.tokenizer, base.name, base.eot_token, base.compute_dtype, base_only=True)
+
+    # --- playing --------------------------------------------------------------------------------
+
+    def play(self, profile: dict[int, Policy | None], split: str, n_scenarios: int, group_size: int, seed: tuple) -> tuple[list[Episode], list[int]]:
+        players = {p: Player(profile[p], self.player_cfg[p].sampling) for p in (1, 2)}
+        return play_scenarios(self.game, players, split, n_scenarios, group_size, seed)
+
+    def opponent(self, player: int) -> Policy | None:
+        """population: the other player drawn from its past checkpoints and initial policy."""
+        other = 3 - player
+        if other not in self.cfg.learners:
+            return self.policies[other]
+        directory = opponent_snapshot(self.cfg.run_dir, self.seat[other], self.cfg.seed, self.iteration, player)
+        if directory is None:
+            return self.initial[other] or self.policies[other]
+        spec = self.player_cfg[other].policy.model_copy(update={"model": str(directory), "lora": None})
+        return frozen(load_policy(spec))
+
+    # --- learning -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(self, exp: Experience) -> dict[str, float]:
-        """Fill reference / old log-probs / values; shape rewards with k1 when the KL is in the reward."""
-        algo, model = self.cfg.algo, self.policy.model
+    def score(self, seat: str, exp: Experience) -> dict[str, float]:
+        """Fill reference / old log-probs / values; shape rewards with the KL when it is in the reward."""
+        algo, learner = self.cfg.algo, self.learners[seat]
+        policy, model = learner.policy, learner.policy.model
+        temperature = self._temperatures(exp)
         want_old = self.rule.needs_old_logp or (algo.kl_coef > 0 and algo.kl_in == "reward")
         ref, old, values = (torch.zeros_like(exp.mask) for _ in range(3))
         model.eval()
-        for mb_idx in _chunks(len(exp.returns), self.cfg.micro_batch_size):
-            mb = exp.rows(mb_idx)
-            b, where = mb.batch, mb.mask > 0
-            cols = slice(0, b.owner.shape[1])
-            with self.policy.autocast():
-                if want_old or self.rule.needs_values:
-                    fwd = policy_forward(model, b.ids, b.attention, where, hidden=self.rule.needs_values, temperature=self.temperature)
-                    old[mb_idx, cols] = fwd.logp
-                    if self.rule.needs_values:
-                        values[mb_idx, cols] = self.learner.heads["value"](fwd.hidden) * mb.mask
-                if algo.kl_coef > 0:
-                    ref_model = self.reference.model if self.reference else model
-                    ctx = model.disable_adapter() if self.reference is None else nullcontext()
-                    with ctx:
-                        ref[mb_idx, cols] = policy_forward(ref_model, b.ids, b.attention, where, temperature=self.temperature).logp
+        reference = self.initial[int(exp.roles[0])]
+        for idx in _chunks(len(exp.returns), self.cfg.micro_batch_size):
+            mb = exp.rows(idx)
+            b, where, cols, t = mb.batch, mb.mask > 0, slice(0, mb.batch.owner.shape[1]), temperature[idx]
+            if want_old or self.rule.needs_values:
+                with policy.autocast(), policy.activated():
+                    fwd = policy_forward(model, b.ids, b.attention, where, hidden=self.rule.needs_values, temperature=t)
+                old[idx, cols] = fwd.logp
+                if self.rule.needs_values:
+                    values[idx, cols] = learner.heads["value"](fwd.hidden) * mb.mask
+            if algo.kl_coef > 0:
+                with reference.autocast(), reference.activated():
+                    ref[idx, cols] = policy_forward(reference.model, b.ids, b.attention, where, temperature=t).logp
         exp.old_logp = old if want_old else None
         exp.values = values if self.rule.needs_values else None
         metrics = {}
@@ -150,76 +240,112 @@ class RLRun:
             exp.ref_logp = ref
             if algo.kl_in == "reward":  # with the KL in the loss, the training forward reports it
                 kl = kl_estimate(old, ref, algo.kl_estimator) * exp.mask
-                metrics["train/kl"] = float(kl.sum() / exp.mask.sum().clamp(min=1))
+                metrics[f"train/kl_{seat}"] = float(kl.sum() / exp.mask.sum().clamp(min=1))
                 exp.rewards = exp.rewards - algo.kl_coef * kl
         return metrics
 
-    def loss_fn(self, normaliser: float):
-        algo, heads = self.cfg.algo, self.learner.heads
+    def _temperatures(self, exp: Experience) -> torch.Tensor:
+        return torch.tensor([self.temperature[int(r)] for r in exp.roles])
+
+    def loss_fn(self, seat: str, normaliser: float):
+        algo, learner = self.cfg.algo, self.learners[seat]
 
         def fn(mb: Experience):
             b = mb.batch
-            with self.policy.autocast():
-                fwd = policy_forward(self.policy.model, b.ids, b.attention, mb.mask > 0, entropy=algo.entropy_coef > 0,
-                                     hidden=self.rule.needs_values, temperature=self.temperature)
-            loss, metrics = self.rule.loss(fwd, mb, heads, normaliser)
+            with learner.policy.autocast(), learner.policy.activated():
+                fwd = policy_forward(learner.policy.model, b.ids, b.attention, mb.mask > 0, entropy=algo.entropy_coef > 0,
+                                     hidden=self.rule.needs_values, temperature=self._temperatures(mb))
+            loss, metrics = self.rule.loss(fwd, mb, learner.heads, normaliser)
+            metrics = {f"{k}_{seat}": v for k, v in metrics.items()}
             if algo.kl_coef > 0 and algo.kl_in == "loss":
                 kl = (kl_estimate(fwd.logp, mb.ref_logp, algo.kl_estimator) * mb.mask).sum() / normaliser
                 loss = loss + algo.kl_coef * kl
-                metrics["train/kl"] = kl.item()
+                metrics[f"train/kl_{seat}"] = kl.item()
             if algo.entropy_coef > 0:
                 entropy = (fwd.entropy * mb.mask).sum() / normaliser
                 loss = loss - algo.entropy_coef * entropy
-                metrics["train/entropy"] = entropy.item()
-            return loss, {**metrics, "train/tokens": float(b.n_tokens)}
+                metrics[f"train/entropy_{seat}"] = entropy.item()
+            return loss, {**metrics, f"train/tokens_{seat}": float(b.n_tokens)}
 
         return fn
 
     def step(self) -> dict[str, float]:
-        cfg = self.cfg
-        start = time.perf_counter()
-        episodes, groups = self.play("train", cfg.scenarios_per_step, cfg.algo.group_size, (cfg.seed, "train", self.iteration))
-        rollout_s = time.perf_counter() - start
-        new_tokens = sum(len(t.tokens) for e in episodes for t in e.turns if t.tokens is not None)
-        exp = experience(self.game, episodes, self.policy, cfg.learner, groups)
-        values = self.score(exp)
-        self.rule.advantages(exp)
-        chunks = micro_batches(exp, cfg.micro_batch_size)
-        normaliser = float(exp.mask.sum().clamp(min=1))
-        update_start = time.perf_counter()
-        for _ in range(cfg.algo.epochs):
-            values.update(self.learner.update(chunks, self.loss_fn(normaliser)))
-        update_s = time.perf_counter() - update_start
+        cfg, start = self.cfg, time.perf_counter()
+        learning = learning_now(cfg.schedule, cfg.learners, self.iteration)
+        if cfg.schedule.kind == "population":
+            batches = [([p], {p: self.policies[p], 3 - p: self.opponent(p)}) for p in learning]
+        else:
+            batches = [(learning, {1: self.policies[1], 2: self.policies[2]})]
+        values: dict[str, float] = {}
+        experiences: dict[str, list[Experience]] = {}
+        new_tokens, rollout_s, returns, truncated, played = 0, 0.0, [], [], []
+        for who, profile in batches:
+            t0 = time.perf_counter()
+            episodes, groups = self.play(profile, "train", cfg.scenarios_per_step, cfg.algo.group_size, (cfg.seed, "train", self.iteration, tuple(who)))
+            rollout_s += time.perf_counter() - t0
+            new_tokens += sum(len(t.tokens) for e in episodes for t in e.turns if t.tokens is not None)
+            truncated += [t.truncated for e in episodes for t in e.turns if t.tokens is not None]
+            returns += [e.returns() for e in episodes]
+            played += episodes
+            for p in who:
+                experiences.setdefault(self.seat[p], []).append(experience(self.game, episodes, self.policies[p], p, groups))
+        update_s, update_tokens = 0.0, 0.0
+        for seat, parts in experiences.items():
+            exp = Experience.concat(parts)
+            values.update(self.score(seat, exp))
+            self.rule.advantages(exp)
+            chunks = micro_batches(exp, cfg.micro_batch_size)
+            normaliser = float(exp.mask.sum().clamp(min=1))
+            t0 = time.perf_counter()
+            for _ in range(cfg.algo.epochs):
+                out = self.learners[seat].update(chunks, self.loss_fn(seat, normaliser))
+                values.update({(k if k.endswith(f"_{seat}") else f"{k}_{seat}"): v for k, v in out.items()})
+            update_s += time.perf_counter() - t0
+            update_tokens += values[f"train/tokens_{seat}"]
         self.iteration += 1
-        returns = np.array([e.returns() for e in episodes])
-        truncated = [t.truncated for e in episodes for t in e.turns if t.tokens is not None]
+        returns = np.array(returns)
         values.update({
             "reward/p1": float(returns[:, 0].mean()),
             "reward/p2": float(returns[:, 1].mean()),
             "rollout/new_tokens": float(new_tokens),
             "rollout/tokens_per_s": new_tokens / rollout_s,
             "rollout/truncated_turns": float(sum(truncated)),
-            "train/tokens_per_s": values["train/tokens"] / update_s,
+            "train/tokens": update_tokens,
+            "train/tokens_per_s": update_tokens / max(update_s, 1e-9),
             "time/step_s": time.perf_counter() - start,
-            **{f"game/{k}": v for k, v in self.game.metrics(episodes).items()},
+            **{f"game/{k}": v for k, v in self.game.metrics(played).items()},
         })
         return values
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Game metrics and mean returns on held-out initial contexts (eval split), same seed every time."""
-        episodes, _ = self.play("eval", self.cfg.eval_scenarios, 1, (self.cfg.seed, "eval"))
-        returns = np.array([e.returns() for e in episodes])
-        out = {f"eval/{k}": v for k, v in self.game.metrics(episodes).items()}
-        return {**out, "eval/reward_p1": float(returns[:, 0].mean()), "eval/reward_p2": float(returns[:, 1].mean())}
+    def evaluate(self) -> tuple[dict[str, float], list[Episode]]:
+        """Game metrics and mean returns on held-out initial contexts (eval split), the same ones every
+        time, and the episodes of the current profile.
+
+        When both players learn, each learner's initial policy is also evaluated against the other's
+        current policy (eval_initial_p<i>/...: e.g. the attack success rate against the initial defender).
+        """
+        cfg = self.cfg
+        profiles = {"eval": {1: self.policies[1], 2: self.policies[2]}}
+        if len(cfg.learners) == 2:
+            for p in cfg.learners:
+                profiles[f"eval_initial_p{p}"] = {p: self.initial[p] or self.policies[p], 3 - p: self.policies[3 - p]}
+        out, current = {}, []
+        for prefix, profile in profiles.items():
+            episodes, _ = self.play(profile, "eval", cfg.eval_scenarios, 1, (cfg.seed, "eval"))
+            returns = np.array([e.returns() for e in episodes])
+            out.update({f"{prefix}/{k}": v for k, v in self.game.metrics(episodes).items()})
+            out.update({f"{prefix}/reward_p1": float(returns[:, 0].mean()), f"{prefix}/reward_p2": float(returns[:, 1].mean())})
+            current = current or episodes
+        return out, current
 
 
-def _chunks(n: int, size: int) -> list[list[int]]:
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+def _adapter_params(policy: Policy) -> list[torch.nn.Parameter]:
+    return [p for n, p in policy.model.named_parameters() if f".{policy.adapter}." in n]
 
 
 def train_rl(cfg: RLConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> Path:
-    """Run RL against a fixed opponent; returns the run directory."""
+    """Run RL; returns the run directory."""
     console = console or Console(stderr=True)
     checkpoint = prepare_run_dir(cfg, resume, overwrite)
     configure_cpu(cfg.threads)
@@ -231,20 +357,22 @@ def train_rl(cfg: RLConfig, resume: bool = False, overwrite: bool = False, conso
     log = MetricsLog(cfg.run_dir, resume_step=run.iteration if checkpoint is not None else None)
 
     def run_eval() -> None:
-        values = run.evaluate()
+        values, episodes = run.evaluate()
+        write_episodes(cfg.run_dir / "episodes" / f"eval_step{run.iteration:07d}.parquet", episodes)
         log.log(run.iteration, values)
         console.print(f"step {run.iteration}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
 
     def checkpoint_now() -> None:
-        save_checkpoint(cfg.run_dir / "checkpoints", run.iteration, {f"player{cfg.learner}": run.learner},
-                        {"iteration": run.iteration}, cfg.keep_checkpoints)
+        save_checkpoint(cfg.run_dir / "checkpoints", run.iteration, run.learners,
+                        {"iteration": run.iteration, "game": run.game.state_dict()}, cfg.keep_checkpoints)
 
     if checkpoint is None:
         run_eval()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    learners = "+".join(f"p{p}" for p in cfg.learners)
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(f"rl p{cfg.learner} {cfg.game.name}", total=cfg.max_steps, completed=run.iteration, info="")
+            task = bar.add_task(f"rl {learners} {cfg.game.name}", total=cfg.max_steps, completed=run.iteration, info="")
             while run.iteration < cfg.max_steps:
                 values = run.step()
                 log.log(run.iteration, values)
@@ -264,10 +392,12 @@ def train_rl(cfg: RLConfig, resume: bool = False, overwrite: bool = False, conso
     log.close()
     tmp = cfg.run_dir / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(run.policy, tmp)
+    for seat, learner in run.learners.items():
+        save_policy(learner.policy, tmp if len(run.learners) == 1 else tmp / seat)
     shutil.rmtree(cfg.run_dir / "final", ignore_errors=True)
     os.replace(tmp, cfg.run_dir / "final")
-    evals = [r for r in read_metrics(cfg.run_dir) if any(k.startswith("eval/") for k in r)]
-    summary = {"stage": "rl", "learner": cfg.learner, "game": cfg.game.name, "eval_first": evals[0], "eval_last": evals[-1]}
+    evals = [r for r in read_metrics(cfg.run_dir) if any(k.startswith("eval") for k in r)]
+    summary = {"stage": "rl", "learners": cfg.learners, "game": cfg.game.name, "eval_first": evals[0], "eval_last": evals[-1]}
     write_atomic(cfg.run_dir / "summary.json", json.dumps(summary, indent=2))
     return cfg.run_dir
+

@@ -64,13 +64,15 @@ class HFBackend:
         self.copies: dict[int, tuple[int, torch.nn.Module]] = {}
 
     def inference_model(self, policy: Policy) -> torch.nn.Module:
+        """The model to sample from: the policy's own, or its weight copy in the compute dtype."""
         weights = next(policy.model.parameters()).dtype
         if policy.compute_dtype == weights or policy.compute_dtype == torch.float32:
             return policy.model
         version, copy = self.copies.get(id(policy.model), (None, None))
         if copy is None:
-            # used under no_grad only; keep requires_grad: with it off, bf16 linears on CPU run ~4x slower (torch 2.13)
-            copy = deepcopy(policy.model).to(policy.compute_dtype).eval()
+            # used under no_grad only, yet requires_grad stays on: with it off (a frozen opponent's copy), bf16
+            # linears on CPU run ~4x slower (torch 2.13)
+            copy = deepcopy(policy.model).to(policy.compute_dtype).eval().requires_grad_(True)
         elif version != policy.version:
             with torch.no_grad():
                 for target, source in zip(copy.parameters(), policy.model.parameters()):
@@ -80,7 +82,12 @@ class HFBackend:
 
     @torch.no_grad()
     def generate(self, policy: Policy, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator) -> list[Generation]:
-        model, eot = self.inference_model(policy), policy.eot_id
+        model = self.inference_model(policy)
+        with policy.activated(model):
+            return self._generate(model, policy, prompts, sampling, generator)
+
+    def _generate(self, model, policy: Policy, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator) -> list[Generation]:
+        eot = policy.eot_id
         device = next(model.parameters()).device
         width = -(-max(len(p) for p in prompts) // PAD_MULTIPLE) * PAD_MULTIPLE  # repeated shapes: see collate
         ids = torch.full((len(prompts), width), policy.tokenizer.pad_token_id, dtype=torch.long)

@@ -46,6 +46,26 @@ class Experience:
         return replace(self, batch=batch, **{f.name: cut(getattr(self, f.name)) for f in fields(self) if f.name != "batch"})
 
 
+    @staticmethod
+    def concat(parts: list[Experience]) -> Experience:
+        """Rows of several experiences (e.g. both roles of a shared model), right-padded to one width."""
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.batch.ids.shape[1] for p in parts)  # tokens; actions are width - 1
+
+        def cat(values: list[torch.Tensor | None], size: int, fill: int = 0) -> torch.Tensor | None:
+            if any(v is None for v in values):
+                return None
+            if values[0].dim() == 1:
+                return torch.cat(values)
+            return torch.cat([torch.nn.functional.pad(v, (0, size - v.shape[1]), value=fill) for v in values])
+
+        b = [p.batch for p in parts]
+        batch = Batch(cat([x.ids for x in b], width), cat([x.attention for x in b], width), cat([x.owner for x in b], width - 1),
+                      cat([x.turn for x in b], width - 1, -1), cat([x.thought for x in b], width - 1))
+        return Experience(batch, **{f.name: cat([getattr(p, f.name) for p in parts], width - 1) for f in fields(Experience) if f.name != "batch"})
+
+
 class Rule(Protocol):
     """A learning rule: advantages from experience, then the loss of one micro-batch."""
 

@@ -10,6 +10,7 @@ from langgame.game import Game
 GAMES = {
     "secret": "langgame.games.secret:SecretGame",
     "qa": "langgame.games.qa:QAGame",
+    "redteam": "langgame.games.redteam:RedTeamGame",
 }
 
 

@@ -1,0 +1,175 @@
+"""Both players learn: sharing modes (separate, lora, shared), schedules, references, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pydantic import BaseModel
+from safetensors.torch import load_file
+
+from langgame.config import load_train_config
+from langgame.game import Episode, Game, Payoff, Turn, view
+from langgame.games import GAMES
+from langgame.metrics import read_metrics
+from langgame.objective import token_logprobs
+from langgame.rl import RLRun, train_rl
+from langgame.rollout import with_turn_rewards
+
+
+def frac(text, letter):
+    return text.count(letter) / max(len(text), 1)
+
+
+class DuelGame(Game):
+    """Player 1 earns the share of 'b' in its message, player 2 the share of 'a' in its reply; zero-sum."""
+
+    name = "duel"
+    payoff = Payoff.ZERO_SUM
+
+    class Options(BaseModel):
+        pass
+
+    def __init__(self, options=None):
+        self.judged = 0  # game state that a resumed run must restore
+
+    def initial(self, rng, split):
+        return Episode([], payoff=self.payoff, meta={"n": rng.randrange(10)})
+
+    def observation(self, episode, player):
+        return view(episode, player, "You attack." if player == 1 else "You defend.")
+
+    def judge(self, episodes):
+        for e in episodes:
+            x = frac(e.turns[0].text, "b") - frac(e.turns[1].text, "a")
+            with_turn_rewards(e, 1, (x, -x))
+        self.judged += len(episodes)
+
+    def metrics(self, episodes):
+        return {"b1": float(np.mean([frac(e.turns[0].text, "b") for e in episodes])),
+                "a2": float(np.mean([frac(e.turns[1].text, "a") for e in episodes]))}
+
+    def state_dict(self):
+        return {"judged": self.judged}
+
+    def load_state_dict(self, state):
+        self.judged = state["judged"]
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.setitem(GAMES, "duel", "test_two_learners:DuelGame")
+
+    def make(run="run", **changes):
+        tiny = {"policy": {"model": "tiny-random"}, "sampling": {"max_new_tokens": 6}}
+        cfg = {"stage": "rl", "seed": 2, "learners": [1, 2], "game": {"name": "duel"}, "player1": tiny, "player2": tiny,
+               "algo": {"name": "reinforce", "group_size": 4}, "optim": {"lr": 2e-2, "schedule": "constant"},
+               "scenarios_per_step": 4, "micro_batch_size": 8, "max_steps": 4, "eval_scenarios": 8, "save_every": 2,
+               "run_dir": str(tmp_path / run)}
+        cfg.update(changes)
+        path = tmp_path / f"{run}.yaml"
+        path.write_text(json.dumps(cfg))
+        return load_train_config(path)
+
+    return make
+
+
+def test_both_players_learn_with_separate_models(config):
+    run_dir = train_rl(config(max_steps=25, save_every=0))
+    first, last = (json.loads((run_dir / "summary.json").read_text())[k] for k in ("eval_first", "eval_last"))
+    assert last["eval/b1"] > first["eval/b1"] + 0.15 and last["eval/a2"] > first["eval/a2"] + 0.15
+    # each learner's initial policy is also evaluated against the other's current one
+    assert last["eval_initial_p2/b1"] == pytest.approx(last["eval/b1"])  # same attacks (same seed, same attacker)
+    assert last["eval_initial_p2/a2"] < last["eval/a2"]  # the initial defender never learned to write 'a'
+    assert (run_dir / "final" / "player1").is_dir() and (run_dir / "final" / "player2").is_dir()
+
+
+def test_alternating_schedule_updates_one_player_at_a_time(config):
+    run = RLRun(config(schedule={"kind": "alternating", "player2_steps": 2, "player1_steps": 1}), None)
+    versions = []
+    for _ in range(6):
+        run.step()
+        versions.append((run.policies[1].version, run.policies[2].version))
+    assert versions == [(0, 1), (0, 2), (1, 2), (1, 3), (1, 4), (2, 4)]
+
+
+def test_lora_sharing_one_frozen_base_two_adapters(config):
+    run = RLRun(config(sharing="lora", optim={"lr": 1e-2, "schedule": "constant"}), None)
+    model = run.policies[1].model
+    assert model is run.policies[2].model and set(model.peft_config) == {"player1", "player2"}
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    for _ in range(3):
+        run.step()
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora_" not in n)  # the base stays frozen
+    a = {n: p for n, p in model.named_parameters() if ".player1." in n and "lora_B" in n}
+    b = {n.replace(".player1.", ".player2."): p for n, p in a.items()}
+    params = dict(model.named_parameters())
+    assert any(p.abs().sum() > 0 for p in a.values())
+    assert not all(torch.equal(a[n], params[m]) for n, m in zip(a, b))  # two different adapters
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    attention = torch.ones_like(ids)
+
+    def logp(policy):
+        with policy.activated():
+            return token_logprobs(policy.model, ids, attention)
+
+    with torch.no_grad():
+        reference = logp(run.initial[1])
+        from langgame.models import load_policy
+        assert torch.allclose(reference, token_logprobs(load_policy("tiny-random").model, ids, attention), atol=1e-6)
+        assert not torch.allclose(logp(run.policies[1]), logp(run.policies[2]))
+
+
+def test_shared_weights_learn_both_roles_with_per_role_baselines(config):
+    run = RLRun(config(sharing="shared"), None)
+    assert list(run.learners) == ["shared"] and run.policies[1] is run.policies[2]
+    seen = {}
+    original = run.rule.advantages
+
+    def spy(exp):
+        seen["roles"] = sorted(set(exp.roles.tolist()))
+        original(exp)
+
+    run.rule.advantages = spy
+    run.step()
+    assert seen["roles"] == [1, 2] and run.policies[1].version == 1  # one update over both roles' samples
+
+
+@pytest.mark.parametrize("sharing", ["separate", "lora"])
+def test_two_learner_resume_equals_uninterrupted_run(config, sharing):
+    import langgame.rl as rl
+
+    whole = train_rl(config("whole", sharing=sharing, algo={"name": "reinforce", "group_size": 2, "kl_coef": 0.05}))
+    cut = config("cut", sharing=sharing, algo={"name": "reinforce", "group_size": 2, "kl_coef": 0.05})
+    step = rl.RLRun.step
+
+    def dying(self):
+        if self.iteration == 3:
+            raise RuntimeError("killed")
+        return step(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rl.RLRun, "step", dying)
+        with pytest.raises(RuntimeError):
+            train_rl(cut)
+    train_rl(cut, resume=True)
+    for seat in ("player1", "player2"):
+        a = {k: v for f in (whole / "final" / seat).glob("*.safetensors") for k, v in load_file(f).items()}
+        b = {k: v for f in (cut.run_dir / "final" / seat).glob("*.safetensors") for k, v in load_file(f).items()}
+        assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    state = lambda d: json.loads((d / "checkpoints" / "step_0000004" / "state.json").read_text())["game"]  # noqa: E731
+    assert state(cut.run_dir) == state(whole) and state(whole)["judged"] > 4 * 4 * 2  # restored, then counted on
+    rewards = lambda d: [r["reward/p1"] for r in read_metrics(d) if "reward/p1" in r]  # noqa: E731
+    assert rewards(whole) == rewards(cut.run_dir)
+
+
+def test_population_plays_against_past_checkpoints(config):
+    cfg = config(schedule={"kind": "population"}, max_steps=5, save_every=1, keep_checkpoints=3)
+    run_dir = train_rl(cfg)
+    assert len(list((run_dir / "checkpoints").glob("step_*"))) == 3
+    rows = [r for r in read_metrics(run_dir) if "reward/p1" in r]
+    assert len(rows) == 5 and all(np.isfinite(r["reward/p1"]) for r in rows)
+    from langgame.schedule import opponent_snapshot
+
+    picks = {opponent_snapshot(run_dir, "player2", 0, i, 1) for i in range(40)}
+    assert None in picks and len(picks) == 4  # the initial policy and each kept checkpoint

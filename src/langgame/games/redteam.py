@@ -84,9 +84,11 @@ class RedTeamGame(Game):
                        meta={"kind": "attack", "id": behaviour.id, "behaviour": behaviour.text, "split": split})
 
     def observation(self, episode: Episode, player: int) -> list[Message]:
-        if player == 1:
-            return view(episode, 1, ATTACKER.format(behaviour=episode.meta["behaviour"]))
-        return view(episode, 2)
+        if player == 2:
+            return view(episode, 2)
+        if episode.meta["kind"] == "benign":  # chance's benign user, not the attacker: no role prompt
+            return view(episode, 1)
+        return view(episode, 1, ATTACKER.format(behaviour=episode.meta["behaviour"]))
 
     def current_player(self, episode: Episode) -> int | None:
         if episode.meta["kind"] == "benign" and any(t.player == 2 for t in episode.turns):

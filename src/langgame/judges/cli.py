@@ -32,7 +32,13 @@ def _held_out(metrics: dict) -> dict[str, dict]:
 
 
 def _train(args) -> None:
+    from langgame.games.redteam import default_judge_dir
     from langgame.judges.harm import train_harm_judge
+
+    args.out = args.out or default_judge_dir()
+    if args.if_missing and (args.out / "judge.json").is_file():
+        print(f"harm judge already trained: {args.out}")
+        return
 
     console = Console(width=max(Console().width, 110))
     with console.status("embedding the labelled rows and training the head (the first run embeds ~1,800 texts)"):
@@ -76,7 +82,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     judge = subparsers.add_parser("judge", help="train and evaluate judges (reward models)")
     actions = judge.add_subparsers(dest="action", required=True)
     p = actions.add_parser("train", help="train the learned harm judge on pyrit's human-labelled rows")
-    p.add_argument("--out", type=Path, required=True, help="directory for head.safetensors and judge.json")
+    p.add_argument("--out", type=Path, help="directory for head.safetensors and judge.json (default: <LANGGAME_HOME>/judges/harm, "
+                                            "where the redteam game looks)")
+    p.add_argument("--if-missing", action="store_true", help="do nothing when --out already holds a trained judge")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=300, help="AdamW steps (batch 64)")
     p.set_defaults(func=_train)

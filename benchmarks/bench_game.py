@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 from pydantic import BaseModel
-
-from langgame.game import Episode, Game, Message, Payoff, Turn, view
-from langgame.rollout import with_turn_rewards
 from rollout_train import prompts, reward
+
+from langgame.game import Episode, Game, Message, Payoff, view
+from langgame.rollout import with_turn_rewards
 
 
 class PromptGame(Game):

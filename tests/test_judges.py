@@ -11,8 +11,16 @@ import pytest
 
 from langgame.data.episodes import DataError
 from langgame.judges import (
-    AnswerJudge, Cached, JudgeError, RefusalJudge, SecretLeakJudge, evaluate_refusal, extract_answer, leaks,
-    make_judge, weighted,
+    AnswerJudge,
+    Cached,
+    JudgeError,
+    RefusalJudge,
+    SecretLeakJudge,
+    evaluate_refusal,
+    extract_answer,
+    leaks,
+    make_judge,
+    weighted,
 )
 from langgame.judges.labelled import load_labelled, read_labelled_csv, split
 

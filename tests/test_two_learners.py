@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from safetensors.torch import load_file
 
 from langgame.config import load_train_config
-from langgame.game import Episode, Game, Payoff, Turn, view
+from langgame.game import Episode, Game, Payoff, view
 from langgame.games import GAMES
 from langgame.metrics import read_metrics
 from langgame.objective import token_logprobs

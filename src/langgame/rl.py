@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -32,19 +29,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from langgame.algos import RULES
 from langgame.algos.base import Experience
 from langgame.algos.ppo import ValueHead
-from langgame.checkpoint import load_checkpoint, save_checkpoint, write_atomic
+from langgame.checkpoint import load_checkpoint, save_checkpoint
 from langgame.config import ConfigError, LoraSettings, RLConfig
 from langgame.data.episodes import write_episodes
 from langgame.game import Episode, Game, learner_rewards, render
 from langgame.games import make_game
 from langgame.learner import Learner
-from langgame.metrics import MetricsLog, read_metrics
-from langgame.models import Policy, load_policy, save_policy
+from langgame.metrics import MetricsLog
+from langgame.models import Policy, load_policy
 from langgame.objective import collate, kl_estimate, policy_forward
 from langgame.rollout import Player, play
+from langgame.rundir import finish, prepare_run_dir
 from langgame.runtime import configure_cpu
 from langgame.schedule import learning_now, opponent_snapshot
-from langgame.train import prepare_run_dir
 
 
 def frozen(policy: Policy) -> Policy:
@@ -397,14 +394,7 @@ def train_rl(cfg: RLConfig, resume: bool = False, overwrite: bool = False, conso
     run_eval()
     checkpoint_now()
     log.close()
-    tmp = cfg.run_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for seat, learner in run.learners.items():
-        save_policy(learner.policy, tmp if len(run.learners) == 1 else tmp / seat)
-    shutil.rmtree(cfg.run_dir / "final", ignore_errors=True)
-    os.replace(tmp, cfg.run_dir / "final")
-    evals = [r for r in read_metrics(cfg.run_dir) if any(k.startswith("eval") for k in r)]
-    summary = {"stage": "rl", "learners": cfg.learners, "game": cfg.game.name, "eval_first": evals[0], "eval_last": evals[-1]}
-    write_atomic(cfg.run_dir / "summary.json", json.dumps(summary, indent=2))
+    finish(cfg.run_dir, {seat: learner.policy for seat, learner in run.learners.items()},
+           {"stage": "rl", "learners": cfg.learners, "game": cfg.game.name})
     return cfg.run_dir
 

@@ -10,9 +10,6 @@ and for fictitious play also that of the average policy.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,15 +21,15 @@ from open_spiel.python.algorithms import action_value
 from rich.console import Console
 
 from langgame.algos.mmd import mmd_target, target_loss
-from langgame.checkpoint import load_checkpoint, save_checkpoint, write_atomic
+from langgame.checkpoint import load_checkpoint, save_checkpoint
 from langgame.config import SelfPlayConfig
 from langgame.equilibrium import exploitability, nash_conv
 from langgame.games.spiel import action_logprobs, load_game
 from langgame.learner import Learner
-from langgame.metrics import MetricsLog, read_metrics
-from langgame.models import load_policy, save_policy
+from langgame.metrics import MetricsLog
+from langgame.models import load_policy
+from langgame.rundir import finish, prepare_run_dir
 from langgame.runtime import configure_cpu
-from langgame.train import prepare_run_dir
 
 
 class SelfPlay:
@@ -165,13 +162,6 @@ def train_selfplay(cfg: SelfPlayConfig, resume: bool = False, overwrite: bool = 
             checkpoint_now()
     checkpoint_now()
     log.close()
-    tmp = cfg.run_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for seat, learner in run.learners.items():
-        save_policy(learner.policy, tmp / seat)
-    shutil.rmtree(cfg.run_dir / "final", ignore_errors=True)
-    os.replace(tmp, cfg.run_dir / "final")
-    evals = [r for r in read_metrics(cfg.run_dir) if "eval/exploitability" in r]
-    summary = {"stage": "selfplay", "game": cfg.game, "algo": cfg.algo, "eval_first": evals[0], "eval_last": evals[-1]}
-    write_atomic(cfg.run_dir / "summary.json", json.dumps(summary, indent=2))
+    finish(cfg.run_dir, {seat: learner.policy for seat, learner in run.learners.items()},
+           {"stage": "selfplay", "game": cfg.game, "algo": cfg.algo})
     return cfg.run_dir

@@ -8,27 +8,24 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from langgame.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_atomic
-from langgame.config import ConfigError, RLConfig, TrainConfig
+from langgame.checkpoint import load_checkpoint, save_checkpoint
+from langgame.config import TrainConfig
 from langgame.data.episodes import read_episodes
 from langgame.game import Rendered
 from langgame.learner import Learner
-from langgame.metrics import MetricsLog, read_metrics
-from langgame.models import Policy, load_policy, save_policy
-from langgame.runtime import configure_cpu
+from langgame.metrics import MetricsLog
+from langgame.models import Policy, load_policy
 from langgame.objective import WEIGHTINGS, bc_loss_fn, collate, player_nll, token_logprobs
+from langgame.rundir import finish, prepare_run_dir
+from langgame.runtime import configure_cpu
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
@@ -53,26 +50,6 @@ def evaluate(policy: Policy, rendered: list[Rendered], micro_batch: int, max_len
             sums[player][0] += nll
             sums[player][1] += n
     return {f"eval/nll_p{p}": (s / n if n else float("nan")) for p, (s, n) in sums.items()}
-
-
-def prepare_run_dir(cfg: TrainConfig | RLConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Create the run directory; return the checkpoint to resume from, if any."""
-    run_dir = cfg.run_dir
-    saved = run_dir / "config.yaml"
-    if resume and saved.is_file():
-        before = yaml.safe_load(saved.read_text())
-        now = json.loads(cfg.model_dump_json())
-        diff = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-        if diff:
-            raise ConfigError(f"{saved}: --resume with a different config (keys: {', '.join(diff)})")
-        return latest_checkpoint(run_dir / "checkpoints")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{run_dir}: run directory is not empty; pass --resume to continue it or --overwrite to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(saved, yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
-    return None
 
 
 def _render_all(policy: Policy, path: Path, viewer: int, limit: int | None = None) -> tuple[list[Rendered], int]:
@@ -150,13 +127,5 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
     run_eval()
     checkpoint_now()
     log.close()
-    tmp = cfg.run_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(policy, tmp)
-    shutil.rmtree(cfg.run_dir / "final", ignore_errors=True)
-    os.replace(tmp, cfg.run_dir / "final")
-    evals = [r for r in read_metrics(cfg.run_dir) if any(k.startswith("eval/") for k in r)]
-    if evals:
-        summary.update(eval_first=evals[0], eval_last=evals[-1])
-    write_atomic(cfg.run_dir / "summary.json", json.dumps(summary, indent=2))
+    finish(cfg.run_dir, {f"player{cfg.learner}": policy}, summary)
     return cfg.run_dir

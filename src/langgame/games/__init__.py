@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from langgame.config import GameConfig, ConfigError, validate
+from langgame.config import ConfigError, GameConfig, validate
 from langgame.game import Game
 
 GAMES = {

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -173,3 +173,52 @@ def test_population_plays_against_past_checkpoints(config):
 
     picks = {opponent_snapshot(run_dir, "player2", 0, i, 1) for i in range(40)}
     assert None in picks and len(picks) == 4  # the initial policy and each kept checkpoint
+
+
+def test_cross_play_matrix_and_meta_nash_of_saved_checkpoints(config):
+    from langgame.crossplay import cross_play, pool
+    from langgame.rl import play_scenarios
+    from langgame.rollout import Player
+    from langgame.games import make_game
+    from langgame.models import load_policy
+
+    cfg = config(max_steps=4, save_every=2, keep_checkpoints=3)
+    run_dir = train_rl(cfg)
+    baseline = train_rl(config("baseline", learners=[2], max_steps=2, save_every=0))
+    result = cross_play(run_dir, [baseline], scenarios=6)
+    assert result["attackers"] == ["initial", "step_0000002", "step_0000004"]
+    assert result["defenders"] == ["initial", "step_0000002", "step_0000004", "baseline baseline"]
+    payoff = np.array(result["payoff_p1"])
+    assert payoff.shape == (3, 4)
+    x, y = np.array(result["meta_nash"]["attackers"]), np.array(result["meta_nash"]["defenders"])
+    assert x.sum() == pytest.approx(1) and y.sum() == pytest.approx(1) and result["nash_conv"] == pytest.approx(0, abs=1e-6)
+    # a cell is the mean return of that pair on the held-out scenarios, reproducible by playing it directly
+    game = make_game(cfg.game)
+    (_, a), (_, d) = pool(run_dir, 1)[2], pool(run_dir, 2)[1]
+    players = {1: Player(load_policy(a), cfg.player1.sampling), 2: Player(load_policy(d), cfg.player2.sampling)}
+    episodes, _ = play_scenarios(game, players, "eval", 6, 1, (cfg.seed, "eval"))
+    assert payoff[2, 1] == pytest.approx(np.mean([e.returns()[0] for e in episodes]))
+    assert (run_dir / "crossplay.json").is_file()
+
+
+def test_best_response_probe_trains_a_fresh_player_against_the_frozen_final_one(config):
+    from langgame.crossplay import best_response
+
+    run_dir = train_rl(config(max_steps=2, save_every=0))
+    result = best_response(run_dir, player=2, steps=8)
+    assert result["gain"] == pytest.approx(result["after"] - result["before"]) and result["gain"] > 0
+    assert json.loads((run_dir / "best_response_p2.json").read_text()) == result
+    probe_cfg = json.loads(json.dumps(__import__("yaml").safe_load((run_dir / "best_response_p2" / "config.yaml").read_text())))
+    assert probe_cfg["learners"] == [2] and probe_cfg["player1"]["policy"]["model"].endswith("final/player1")
+
+
+def test_summary_and_report_commands_on_a_real_run(config, capsys):
+    from langgame.cli import main
+
+    run_dir = train_rl(config(max_steps=2, save_every=0))
+    assert main(["summary", str(run_dir), "--match", "b1"]) == 0
+    out = capsys.readouterr().out
+    assert "eval/b1" in out and "eval_initial_p2/b1" in out and "a2" not in out
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert "eval/b1" in page and page.count("transcript") >= 8  # the run's evaluation episodes

@@ -88,21 +88,21 @@ def _train(args) -> None:
 
 
 def _summary(args) -> None:
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("run", "stage", "learner", "steps", "p1 NLL first -> last", "p2 NLL first -> last")
+    console = Console(width=max(Console().width, 110))
     for run in args.runs:
         path = run / "summary.json"
         if not path.is_file():
             raise LanggameError(f"{path}: no summary (is {run} a finished run directory?)")
         s = json.loads(path.read_text())
         first, last = s.get("eval_first", {}), s.get("eval_last", {})
-        cells = [f"{first.get(k, float('nan')):.3f} -> {last.get(k, float('nan')):.3f}" for k in ("eval/nll_p1", "eval/nll_p2")]
-        table.add_row(str(run), s["stage"], str(s["learner"]), str(last.get("step", "-")), *cells)
-    Console(width=max(Console().width, 110)).print(table)
+        header = ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("eval_first", "eval_last"))
+        table = Table("metric", f"first (step {first.get('step', '-')})", f"last (step {last.get('step', '-')})", title=f"{run}: {header}")
+        for key in [k for k in last if k != "step" and (args.match is None or args.match in k)]:
+            table.add_row(key, f"{first.get(key, float('nan')):.4f}", f"{last[key]:.4f}")
+        console.print(table)
 
 
 def _eval_exploitability(args) -> None:
@@ -198,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=1e-4")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("summary", help="held-out per-player NLL of finished runs, first and last evaluation")
+    p = sub.add_parser("summary", help="first and last held-out evaluation of finished runs")
     p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--match", help="only metrics whose name contains this text, e.g. nll or asr")
     p.set_defaults(func=_summary)
 
     from langgame.judges.cli import add_commands

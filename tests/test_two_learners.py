@@ -222,3 +222,11 @@ def test_summary_and_report_commands_on_a_real_run(config, capsys):
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     assert "eval/b1" in page and page.count("transcript") >= 8  # the run's evaluation episodes
+
+
+def test_lora_sharing_on_a_model_without_those_modules_fails_before_any_compute(config):
+    from langgame.config import ConfigError
+
+    bad = {"policy": {"model": "tiny-random", "lora": {"target_modules": ["no_such_proj"]}}, "sampling": {"max_new_tokens": 6}}
+    with pytest.raises(ConfigError, match="player1.policy: sharing: lora cannot wrap 'tiny-random'"):
+        RLRun(config(sharing="lora", player1=bad, player2=bad), None)

@@ -24,6 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 from langgame.config import SelfPlayConfig  # noqa: E402
 from langgame.runtime import configure_cpu  # noqa: E402
@@ -38,7 +39,7 @@ def run(settings: dict, minutes: float, max_steps: int, eval_every: int) -> list
 
     The LR schedule spans max_steps; a run cut by the budget stops partway through it.
     """
-    cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "threads": 2, "max_steps": max_steps, "run_dir": "/dev/null", **settings})
+    cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "threads": torch.get_num_threads(), "max_steps": max_steps, "run_dir": "/dev/null", **settings})
     start = time.perf_counter()
     sp = SelfPlay(cfg, None)
     curve = [{"step": 0, "seconds": time.perf_counter() - start, "exploitability": sp.evaluate()["eval/exploitability"]}]
@@ -76,10 +77,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=15.0, help="budget per Kuhn run")
     parser.add_argument("--leduc-minutes", type=float, default=30.0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_spiel"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    configure_cpu(2)
+    configure_cpu(args.threads)
     results: dict[str, dict] = {}
 
     def done(name: str, result: dict) -> None:

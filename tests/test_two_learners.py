@@ -81,6 +81,7 @@ def test_both_players_learn_with_separate_models(config):
     # each learner's initial policy is also evaluated against the other's current one
     assert last["eval_initial_p2/b1"] == pytest.approx(last["eval/b1"])  # same attacks (same seed, same attacker)
     assert last["eval_initial_p2/a2"] < last["eval/a2"]  # the initial defender never learned to write 'a'
+    assert first["eval_initial_p1/a2"] == first["eval/a2"]  # before any update the profiles coincide (reused)
     assert (run_dir / "final" / "player1").is_dir() and (run_dir / "final" / "player2").is_dir()
 
 

@@ -327,11 +327,13 @@ class RLRun:
         time, and the episodes of the current profile.
 
         When both players learn, each learner's initial policy is also evaluated against the other's
-        current policy (eval_initial_p<i>/...: e.g. the attack success rate against the initial defender).
+        current policy (eval_initial_p<i>/...: e.g. the attack success rate against the initial defender);
+        before the first update these profiles are the current one, so its numbers are reused.
         """
         cfg = self.cfg
         profiles = {"eval": {1: self.policies[1], 2: self.policies[2]}}
-        if len(cfg.learners) == 2:
+        both = len(cfg.learners) == 2
+        if both and self.iteration > 0:
             for p in cfg.learners:
                 profiles[f"eval_initial_p{p}"] = {p: self.initial[p] or self.policies[p], 3 - p: self.policies[3 - p]}
         out, current = {}, []
@@ -341,6 +343,8 @@ class RLRun:
             out.update({f"{prefix}/{k}": v for k, v in self.game.metrics(episodes).items()})
             out.update({f"{prefix}/reward_p1": float(returns[:, 0].mean()), f"{prefix}/reward_p2": float(returns[:, 1].mean())})
             current = current or episodes
+        if both and self.iteration == 0:
+            out.update({f"eval_initial_p{p}/{k[len('eval/'):]}": v for p in cfg.learners for k, v in list(out.items())})
         return out, current
 
 

@@ -24,7 +24,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
 from langgame.config import SelfPlayConfig  # noqa: E402
 from langgame.runtime import configure_cpu  # noqa: E402
@@ -39,7 +38,7 @@ def run(settings: dict, minutes: float, max_steps: int, eval_every: int) -> list
 
     The LR schedule spans max_steps; a run cut by the budget stops partway through it.
     """
-    cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "threads": torch.get_num_threads(), "max_steps": max_steps, "run_dir": "/dev/null", **settings})
+    cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "max_steps": max_steps, "run_dir": "/dev/null", **settings})
     start = time.perf_counter()
     sp = SelfPlay(cfg, None)
     curve = [{"step": 0, "seconds": time.perf_counter() - start, "exploitability": sp.evaluate()["eval/exploitability"]}]

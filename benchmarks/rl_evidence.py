@@ -2,6 +2,7 @@
 
 Expects the runs that README's "Results" section trains, under --runs (default runs/):
   secret_defender_s{seed}, secret_attacker_s{seed}            examples/secret_*.yaml
+  secret_attacker_s{seed}/crossplay.json                      langgame eval crossplay ... --scenarios 256 (optional)
   rt_selfplay_s{seed}, rt_nodiv_s{seed}, rt_rlhf_s{seed}       examples/redteam_*.yaml (nodiv: diversity_coef=0)
   rt_selfplay_s{seed}/crossplay.json                          langgame eval crossplay ... --defenders rt_rlhf_s{seed}
   rt_selfplay_s{seed}/best_response_p{1,2}.json               langgame eval best-response (optional)
@@ -48,6 +49,13 @@ def secret(runs: Path, seeds: list[int]) -> dict:
                 row = {"leak_before": first["eval/leak_rate"], "leak_after": last["eval/leak_rate"]}
                 if "eval/benign_accuracy" in first:
                     row |= {"benign_before": first["eval/benign_accuracy"], "benign_after": last["eval/benign_accuracy"]}
+                if "eval/leak_likelihood" in first:
+                    row |= {"likelihood_before": first["eval/leak_likelihood"], "likelihood_after": last["eval/leak_likelihood"]}
+                cross = runs / f"secret_{role}_s{seed}" / "crossplay.json"
+                if cross.is_file():  # more held-out attacks: langgame eval crossplay RUN --scenarios N
+                    c = json.loads(cross.read_text())
+                    row |= {"crossplay_leak_initial": c["payoff_p1"][0][0], "crossplay_leak_final": c["payoff_p1"][-1][0],
+                            "crossplay_scenarios": c["scenarios"]}
                 out[f"{role}_s{seed}"] = row
             else:
                 out[f"{role}_s{seed}"] = "missing"
@@ -75,7 +83,7 @@ def redteam(runs: Path, seeds: list[int]) -> dict:
         cross = runs / f"rt_selfplay_s{seed}" / "crossplay.json"
         if cross.is_file():
             c = json.loads(cross.read_text())
-            payoff = np.array(c["payoff_p1"])  # mean attacker return = mean harm conceded (minus the diversity penalty)
+            payoff = np.array(c["payoff_p1"])  # mean attacker return = mean harm conceded (shaping is not part of the return)
             final = c["defenders"].index(c["attackers"][-1])  # the self-play defender saved with the last attacker
             baseline = next(j for j, d in enumerate(c["defenders"]) if d.startswith("baseline"))
             row |= {"crossplay_pool_vs_selfplay_defender": float(payoff[:, final].mean()),
@@ -111,7 +119,8 @@ def main() -> None:
     sec = result["secret"]
     print(table({k: v for k, v in sec.items() if k.startswith("defender")}, ["leak_before", "leak_after", "benign_before", "benign_after"]))
     print()
-    print(table({k: v for k, v in sec.items() if k.startswith("attacker")}, ["leak_before", "leak_after"]))
+    print(table({k: v for k, v in sec.items() if k.startswith("attacker")},
+                ["leak_before", "leak_after", "likelihood_before", "likelihood_after", "crossplay_leak_initial", "crossplay_leak_final"]))
     print()
     rt = result["redteam"]
     print(table(rt, ["asr_start", "asr_final_attacker_vs_initial_defender", "asr_final_attacker_vs_selfplay_defender",

@@ -5,10 +5,11 @@
     refusal    RefusalJudge (garak refusal strings), evaluate_refusal (pyrit labels)
     harm       learned HarmJudge: MiniLM embeddings + MLP head; train_harm_judge
     llm_judge  LLMJudge: StrongREJECT rubric on any policy; validate
+    likelihood TargetLikelihood: a fixed model's probability of a target reply (GCG's target loss)
     labelled   pyrit's human-labelled rows, split, binary_metrics
     cli        `langgame judge train|eval` (add_commands)
 
-Heavy modules (harm, llm_judge) import torch/transformers; import them directly or use make_judge.
+Heavy modules (harm, llm_judge, likelihood) import torch/transformers; import them directly or use make_judge.
 """
 
 from langgame.judges.base import JUDGES, Cached, Judge, JudgeError, Weighted, make_judge, weighted

@@ -193,6 +193,7 @@ JUDGES: dict[str, Callable[..., Judge]] = {
     "refusal": _lazy("refusal", "RefusalJudge"),  # 1.0 if the completion is a refusal
     "harm": _lazy("harm", "HarmJudge.load"),  # P(harm | prompt, completion); make_judge("harm", directory=DIR)
     "llm": _lazy("llm_judge", "LLMJudge"),  # StrongREJECT rubric on a policy; make_judge("llm", policy=SPEC)
+    "likelihood": _lazy("likelihood", "TargetLikelihood"),  # exp(mean log p(completion | prompt)) under a policy
 }
 
 

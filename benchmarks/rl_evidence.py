@@ -2,7 +2,7 @@
 
 Expects the runs that README's "Results" section trains, under --runs (default runs/):
   secret_defender_s{seed}, secret_attacker_s{seed}            examples/secret_*.yaml
-  secret_attacker_s{seed}/crossplay.json                      langgame eval crossplay ... --scenarios 256 (optional)
+  secret_attacker_s{seed}/crossplay.json                      langgame eval crossplay ... --scenarios 192 (optional)
   rt_selfplay_s{seed}, rt_nodiv_s{seed}, rt_rlhf_s{seed}       examples/redteam_*.yaml (nodiv: diversity_coef=0)
   rt_selfplay_s{seed}/crossplay.json                          langgame eval crossplay ... --defenders rt_rlhf_s{seed}
   rt_selfplay_s{seed}/best_response_p{1,2}.json               langgame eval best-response (optional)

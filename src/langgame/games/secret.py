@@ -15,8 +15,8 @@ with likelihood_coef > 0 the attacker's learning also gets a dense shaping term 
 payoff (meta["shaping"], as GPO's diversity term in redteam): likelihood_coef times a fixed
 white-box copy of the defender's probability of replying TARGET (judges/likelihood.py; GCG's and
 AdvPrompter's target loss), the largest over the defender's replies. It is reported as the
-metric leak_likelihood. Secrets, corpus items and goal phrasings are split into train and eval by hash:
-held-out attacks are never trained on.
+metric leak_likelihood. Secrets, corpus items and goal phrasings are split into train and eval by
+hash: held-out attacks are never trained on.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Expects the runs that README's "Results" section trains, under --runs (default runs/):
   secret_defender_s{seed}, secret_attacker_s{seed}            examples/secret_*.yaml
-  secret_attacker_s{seed}/crossplay.json                      langgame eval crossplay ... --scenarios 192 (optional)
+  secret_attacker_s{seed}/crossplay.json                      langgame eval crossplay ... --scenarios 192 (optional; pooled rise + SE)
   rt_selfplay_s{seed}, rt_nodiv_s{seed}, rt_rlhf_s{seed}       examples/redteam_*.yaml (nodiv: diversity_coef=0)
   rt_selfplay_s{seed}/crossplay.json                          langgame eval crossplay ... --defenders rt_rlhf_s{seed}
   rt_selfplay_s{seed}/best_response_p{1,2}.json               langgame eval best-response (optional)
@@ -59,6 +59,12 @@ def secret(runs: Path, seeds: list[int]) -> dict:
                 out[f"{role}_s{seed}"] = row
             else:
                 out[f"{role}_s{seed}"] = "missing"
+    cross = [r for k, r in out.items() if k.startswith("attacker") and isinstance(r, dict) and "crossplay_scenarios" in r]
+    if cross:  # the attackers' leak rates pooled over seeds, with the two-proportion standard error of the rise
+        n = sum(r["crossplay_scenarios"] for r in cross)
+        p0, p1 = (sum(r[k] * r["crossplay_scenarios"] for r in cross) / n for k in ("crossplay_leak_initial", "crossplay_leak_final"))
+        out["pooled_attacker_crossplay"] = {"scenarios": n, "leak_initial": p0, "leak_final": p1, "rise": p1 - p0,
+                                            "rise_se": float(np.sqrt((p0 * (1 - p0) + p1 * (1 - p1)) / n))}
     return out
 
 
@@ -121,6 +127,10 @@ def main() -> None:
     print()
     print(table({k: v for k, v in sec.items() if k.startswith("attacker")},
                 ["leak_before", "leak_after", "likelihood_before", "likelihood_after", "crossplay_leak_initial", "crossplay_leak_final"]))
+    if "pooled_attacker_crossplay" in sec:
+        c = sec["pooled_attacker_crossplay"]
+        print(f"pooled over seeds ({c['scenarios']} held-out attacks in all): leak {c['leak_initial']:.3f} -> {c['leak_final']:.3f}, "
+              f"rise {c['rise']:.3f} (standard error {c['rise_se']:.3f})")
     print()
     rt = result["redteam"]
     print(table(rt, ["asr_start", "asr_final_attacker_vs_initial_defender", "asr_final_attacker_vs_selfplay_defender",

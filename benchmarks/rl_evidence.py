@@ -59,10 +59,10 @@ def secret(runs: Path, seeds: list[int]) -> dict:
                 out[f"{role}_s{seed}"] = row
             else:
                 out[f"{role}_s{seed}"] = "missing"
-    cross = [r for k, r in out.items() if k.startswith("attacker") and isinstance(r, dict) and "crossplay_scenarios" in r]
-    if cross:  # the attackers' leak rates pooled over seeds, with the two-proportion standard error of the rise
-        n = sum(r["crossplay_scenarios"] for r in cross)
-        p0, p1 = (sum(r[k] * r["crossplay_scenarios"] for r in cross) / n for k in ("crossplay_leak_initial", "crossplay_leak_final"))
+    pooled = [r for k, r in out.items() if k.startswith("attacker") and isinstance(r, dict) and "crossplay_scenarios" in r]
+    if pooled:  # the attackers' leak rates pooled over seeds, with the two-proportion standard error of the rise
+        n = sum(r["crossplay_scenarios"] for r in pooled)
+        p0, p1 = (sum(r[k] * r["crossplay_scenarios"] for r in pooled) / n for k in ("crossplay_leak_initial", "crossplay_leak_final"))
         out["pooled_attacker_crossplay"] = {"scenarios": n, "leak_initial": p0, "leak_final": p1, "rise": p1 - p0,
                                             "rise_se": float(np.sqrt((p0 * (1 - p0) + p1 * (1 - p1)) / n))}
     return out

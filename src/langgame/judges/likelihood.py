@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from langgame.data.prepare import ROLES
 from langgame.game import Message, Turn, render
 from langgame.judges.base import JudgeError, Score, check_batch, text_of
 from langgame.models import Policy, load_policy
 from langgame.objective import collate, policy_forward
-
-PLAYER_OF_ROLE = {"system": 0, "user": 1, "assistant": 2}
 
 
 def chat_messages(prompt, target: str, where: str) -> list[Message]:
@@ -30,9 +29,9 @@ def chat_messages(prompt, target: str, where: str) -> list[Message]:
     messages = []
     for i, m in enumerate(chat):
         role = m.get("role") if isinstance(m, dict) else None
-        if role not in PLAYER_OF_ROLE:
-            raise JudgeError(f"judge 'likelihood': {where}, message {i}: role {role!r} is not one of {', '.join(PLAYER_OF_ROLE)}")
-        messages.append(Message(role, Turn(PLAYER_OF_ROLE[role], str(m.get("content", ""))), i))
+        if role not in ROLES:
+            raise JudgeError(f"judge 'likelihood': {where}, message {i}: role {role!r} is not one of {', '.join(ROLES)}")
+        messages.append(Message(role, Turn(ROLES[role], str(m.get("content", ""))), i))
     return messages + [Message("assistant", Turn(2, target), len(chat))]
 
 

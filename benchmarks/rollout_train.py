@@ -143,7 +143,7 @@ def part_langgame_rl(compute: str) -> dict:
     run.step()
     values = run.step()
     tokens = values["train/tokens"]  # every token of the 32 episodes (prompt + completion)
-    params = sum(p.numel() for p in run.policy.model.parameters())
+    params = sum(p.numel() for p in run.policies[2].model.parameters())
     update_s = tokens / values["train/tokens_per_s"]
     return {
         "step_seconds": values["time/step_s"],

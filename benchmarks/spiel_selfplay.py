@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -25,31 +24,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from rich.console import Console  # noqa: E402
+
 from langgame.config import SelfPlayConfig  # noqa: E402
-from langgame.runtime import configure_cpu  # noqa: E402
-from langgame.selfplay import SelfPlay  # noqa: E402
+from langgame.metrics import read_metrics  # noqa: E402
+from langgame.selfplay import train_selfplay  # noqa: E402
 
 KUHN = {"game": "kuhn_poker", "text": "compact", "algo": "mmd", "alpha": 0.1, "eta": 0.3, "fit_steps": 20,
         "optim": {"lr": 1e-2, "schedule": "cosine", "min_lr_ratio": 0.05}}  # as examples/kuhn_selfplay.yaml
 
 
-def run(settings: dict, minutes: float, max_steps: int, eval_every: int) -> list[dict]:
-    """Self-play until max_steps or the budget; returns [{step, seconds, exploitability}] (step 0 first).
+def run(settings: dict, minutes: float, max_steps: int, eval_every: int, out: Path, threads: int) -> list[dict]:
+    """Self-play (the `langgame train` driver) until max_steps or the budget; returns
+    [{step, seconds, exploitability}] from its evaluations (step 0 first).
 
     The LR schedule spans max_steps; a run cut by the budget stops partway through it.
     """
-    cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "max_steps": max_steps, "run_dir": "/dev/null", **settings})
-    start = time.perf_counter()
-    sp = SelfPlay(cfg, None)
-    curve = [{"step": 0, "seconds": time.perf_counter() - start, "exploitability": sp.evaluate()["eval/exploitability"]}]
-    while sp.iteration < max_steps and time.perf_counter() - start < minutes * 60:
-        sp.step()
-        if sp.iteration % eval_every == 0:
-            curve.append({"step": sp.iteration, "seconds": time.perf_counter() - start,
-                          "exploitability": sp.evaluate()["eval/exploitability"]})
-    if curve[-1]["step"] != sp.iteration:
-        curve.append({"step": sp.iteration, "seconds": time.perf_counter() - start, "exploitability": sp.evaluate()["eval/exploitability"]})
-    return curve
+    cfg = SelfPlayConfig.model_validate({"stage": "selfplay", "max_steps": max_steps, "eval_every": eval_every, "threads": threads,
+                                         "time_budget_s": minutes * 60, "run_dir": str(out), **settings})
+    train_selfplay(cfg, overwrite=True, console=Console(stderr=True, quiet=True))
+    return [{"step": r["step"], "seconds": r["time/elapsed_s"], "exploitability": r["eval/exploitability"]}
+            for r in read_metrics(out) if "eval/exploitability" in r]
 
 
 def summary(curve: list[dict], threshold: float = 0.05) -> dict:
@@ -80,7 +75,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_spiel"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    configure_cpu(args.threads)
     results: dict[str, dict] = {}
 
     def done(name: str, result: dict) -> None:
@@ -89,26 +83,27 @@ def main() -> None:
 
     if "kuhn" in args.parts:
         for seed in args.seeds:
-            done(f"kuhn_tiny_seed{seed}", summary(run({**KUHN, "policy": {"model": f"tiny-random@{seed}"}}, args.minutes, 500, 25)))
+            done(f"kuhn_tiny_seed{seed}", summary(run({**KUHN, "policy": {"model": f"tiny-random@{seed}"}}, args.minutes, 500, 25,
+                                                              args.out / f"kuhn_seed{seed}", args.threads)))
         plot({k: v["curve"] for k, v in results.items() if k.startswith("kuhn")}, args.out / "kuhn.png", "Kuhn poker, tiny LM from scratch, MMD", "seconds")
     if "smollm2" in args.parts:
         settings = {**KUHN, "fit_steps": 5, "optim": {"lr": 1e-5, "schedule": "constant"},
                     "policy": {"model": "smollm2-135m-instruct", "compute_dtype": "bfloat16"}}
-        done("kuhn_smollm2", summary(run(settings, args.minutes, 1500, 10)))
+        done("kuhn_smollm2", summary(run(settings, args.minutes, 1500, 10, args.out / "kuhn_smollm2", args.threads)))
     if "matrix" in args.parts:
         for game in ("matrix_rps", "matrix_mp"):
             curves = {}
             for label, alpha in (("policy gradient (alpha=0)", 0.0), ("MMD (alpha=0.2)", 0.2)):
                 settings = {"game": game, "text": "compact", "algo": "mmd", "alpha": alpha, "eta": 0.5, "fit_steps": 20,
                             "optim": {"lr": 1e-2, "schedule": "constant"}, "policy": {"model": "tiny-random"}}
-                result = summary(run(settings, 60, 150, 5))
+                result = summary(run(settings, 60, 150, 5, args.out / f"{game}_{alpha}", args.threads))
                 done(f"{game}_{'pg' if alpha == 0 else 'mmd'}", result)
                 curves[label] = result["curve"]
             plot(curves, args.out / f"{game}.png", f"{game}: last iterate, simultaneous updates")
     if "leduc" in args.parts:
         settings = {"game": "leduc_poker", "text": "compact", "algo": "mmd", "alpha": 0.1, "eta": 0.3, "fit_steps": 5,
                     "optim": {"lr": 1e-2, "schedule": "constant"}, "micro_batch_size": 256, "policy": {"model": "tiny-random"}}
-        done("leduc_tiny", summary(run(settings, args.leduc_minutes, 100000, 10)))
+        done("leduc_tiny", summary(run(settings, args.leduc_minutes, 100000, 10, args.out / "leduc", args.threads)))
         plot({"Leduc, tiny LM, MMD": results["leduc_tiny"]["curve"]}, args.out / "leduc.png", "Leduc poker", "seconds")
 
     print(json.dumps(results))

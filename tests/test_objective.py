@@ -6,12 +6,13 @@ import pytest
 import torch
 from conftest import dialogue
 
+from langgame.algos.base import Experience
+from langgame.algos.bc import BehaviourCloning
 from langgame.config import OptimConfig
 from langgame.game import Episode, Turn
 from langgame.learner import Learner
 from langgame.models import Policy, tiny_random_model
 from langgame.objective import (
-    bc_loss_fn,
     collate,
     log_visit_prob,
     loss,
@@ -103,11 +104,12 @@ def test_gradient_accumulation_equals_one_big_batch(tiny):
     cfg = OptimConfig(lr=10.0, eps=10.0, max_grad_norm=None)
     a = Policy(copy.deepcopy(tiny.model), tiny.tokenizer, "a", tiny.eot_token)
     b = Policy(copy.deepcopy(tiny.model), tiny.tokenizer, "b", tiny.eot_token)
-    weigh = lambda x: sft_weights(x.owner, 2)  # noqa: E731
-    whole, parts = [collate(rendered, pad)], [collate([r], pad) for r in rendered]
-    n = float(sum(weigh(x)[1].sum() for x in whole))
-    Learner(a, cfg, 10).update(whole, bc_loss_fn(a.model, a.autocast, weigh, n))
-    Learner(b, cfg, 10).update(parts, bc_loss_fn(b.model, b.autocast, weigh, n))
+
+    def sft(batches):
+        return [Experience(x, mask=sft_weights(x.owner, 2)[1], advantages=sft_weights(x.owner, 2)[0]) for x in batches]
+
+    Learner(a, cfg, 10).update(sft([collate(rendered, pad)]), BehaviourCloning())
+    Learner(b, cfg, 10).update(sft([collate([r], pad) for r in rendered]), BehaviourCloning())
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6)
 
@@ -152,9 +154,9 @@ def test_pretrain_weighting_learns_player_one_sft_does_not(tiny):
         policy = Policy(copy.deepcopy(tiny.model), tiny.tokenizer, stage, tiny.eot_token)
         learner = Learner(policy, OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 60)
         for step in range(60):
-            chunk = [collate([train[(step * 8 + i) % len(train)] for i in range(8)], pad)]
-            n = float(weigh(chunk[0].owner, 2)[1].sum())
-            learner.update(chunk, bc_loss_fn(policy.model, policy.autocast, lambda x: weigh(x.owner, 2), n))
+            batch = collate([train[(step * 8 + i) % len(train)] for i in range(8)], pad)
+            w, m = weigh(batch.owner, 2)
+            learner.update(Experience(batch, mask=m, advantages=w), BehaviourCloning())
         after[stage] = p_nll(policy.model)
     # both learn player two
     assert after["pretrain"][2] < before[2] - 1.0 and after["sft"][2] < before[2] - 1.0

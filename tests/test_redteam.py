@@ -12,7 +12,7 @@ from langgame.errors import LanggameError
 from langgame.game import Payoff, Turn, render
 from langgame.games import make_game
 from langgame.judges.diversity import DiversityPenalty, self_bleu
-from langgame.rollout import Player, play
+from langgame.rollout import Actor, play
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +109,6 @@ def test_models_play_the_redteam_game(judge_dir, tiny):
     g = game(judge_dir)
     episodes = [g.initial(random.Random(i), "train") for i in range(4)]
     s = Sampling(max_new_tokens=8)
-    play(g, {1: Player(tiny, s), 2: Player(tiny, s)}, episodes, torch.Generator().manual_seed(0))
+    play(g, {1: Actor(tiny, s), 2: Actor(tiny, s)}, episodes, torch.Generator().manual_seed(0))
     m = g.metrics(episodes)
     assert set(m) == {"asr", "harm", "attack_self_bleu", "attack_embedding_similarity"} and 0 <= m["asr"] <= 1

@@ -17,7 +17,7 @@ from langgame.games import GAMES, make_game
 from langgame.metrics import read_metrics
 from langgame.objective import kl_estimate, policy_forward
 from langgame.rl import experience, train_rl
-from langgame.rollout import Player, play, with_turn_rewards
+from langgame.rollout import Actor, play, with_turn_rewards
 
 
 class LettersGame(Game):
@@ -129,7 +129,7 @@ def test_kl_estimators_are_unbiased_for_a_categorical():
 def played(letters, tiny, n=6, seed=0, sampling=Sampling(max_new_tokens=12), rounds=2):
     letters.max_turns = rounds
     episodes = [letters.initial(__import__("random").Random(i), "train") for i in range(n)]
-    return play(letters, {1: Player(None), 2: Player(tiny, sampling)}, episodes, torch.Generator().manual_seed(seed))
+    return play(letters, {1: Actor(None), 2: Actor(tiny, sampling)}, episodes, torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])

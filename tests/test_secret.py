@@ -9,7 +9,7 @@ from langgame.errors import LanggameError
 from langgame.game import Payoff, Turn, render
 from langgame.games import make_game
 from langgame.games import secret as secret_module
-from langgame.rollout import Player, play
+from langgame.rollout import Actor, play
 
 
 def game(**options):
@@ -70,7 +70,7 @@ def test_rewards():
 def test_scripted_attacker_against_a_model(tiny):
     g = game(benign_fraction=0.5, max_turns=4)
     episodes = [g.initial(random.Random(i), "train") for i in range(8)]
-    play(g, {1: Player(None), 2: Player(tiny, Sampling(max_new_tokens=6))}, episodes, torch.Generator().manual_seed(0))
+    play(g, {1: Actor(None), 2: Actor(tiny, Sampling(max_new_tokens=6))}, episodes, torch.Generator().manual_seed(0))
     for e in episodes:
         players = [t.player for t in e.turns if t.player]
         assert players == ([1, 2, 1, 2] if e.meta["kind"] == "attack" else [1, 2])

@@ -179,7 +179,7 @@ def test_population_plays_against_past_checkpoints(config):
 def test_cross_play_matrix_and_meta_nash_of_saved_checkpoints(config):
     from langgame.crossplay import cross_play, pool
     from langgame.rl import play_scenarios
-    from langgame.rollout import Player
+    from langgame.rollout import Actor
     from langgame.games import make_game
     from langgame.models import load_policy
 
@@ -196,7 +196,7 @@ def test_cross_play_matrix_and_meta_nash_of_saved_checkpoints(config):
     # a cell is the mean return of that pair on the held-out scenarios, reproducible by playing it directly
     game = make_game(cfg.game)
     (_, a), (_, d) = pool(run_dir, 1)[2], pool(run_dir, 2)[1]
-    players = {1: Player(load_policy(a), cfg.player1.sampling), 2: Player(load_policy(d), cfg.player2.sampling)}
+    players = {1: Actor(load_policy(a), cfg.player1.sampling), 2: Actor(load_policy(d), cfg.player2.sampling)}
     episodes, _ = play_scenarios(game, players, "eval", 6, 1, (cfg.seed, "eval"))
     assert payoff[2, 1] == pytest.approx(np.mean([e.returns()[0] for e in episodes]))
     assert (run_dir / "crossplay.json").is_file()

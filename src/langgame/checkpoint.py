@@ -3,15 +3,18 @@
 Layout of one checkpoint directory (nothing is pickled), one subdirectory per learner
 (player1/, player2/, or shared/ when one model plays both seats):
     <learner>/policy/                 loadable by load_policy() (full model or LoRA adapter + tokenizer)
-    <learner>/optimizer.safetensors   AdamW tensors, keyed "<param index>.<name>"
-    <learner>/optimizer.json          AdamW param_groups (hyper-parameters)
+    <learner>/optimizer.safetensors   AdamW tensors, keyed "<param index>.<name>" (newest checkpoint only)
+    <learner>/optimizer.json          AdamW param_groups (hyper-parameters) (newest checkpoint only)
     <learner>/<head>.safetensors      extra trained modules (e.g. value.safetensors)
     arrays.safetensors                extra arrays of the driver (e.g. an average policy), if any
-    rng.safetensors                   torch CPU RNG state
+    rng.safetensors                   torch CPU RNG state (and the CUDA generators' where a GPU is used)
     state.json                        step, python/numpy RNG state and whatever the driver adds
 
 A checkpoint is written into a temporary directory and renamed into place, then the `latest`
-file is replaced; a run killed at any point leaves the previous checkpoint intact.
+file is replaced; only then do the older kept checkpoints lose their optimizer files (AdamW keeps
+two tensors per trained parameter, and only `latest` is ever resumed), so they stay loadable
+policies (cross-play, population opponents, `langgame eval`) at about a third of the size.
+A run killed at any point leaves `latest` resumable.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from langgame.models import save_policy
 
 if TYPE_CHECKING:
     from langgame.learner import Learner
+
+
+OPTIMIZER_TENSORS, OPTIMIZER_GROUPS = "optimizer.safetensors", "optimizer.json"
 
 
 class CheckpointError(LanggameError):
@@ -64,22 +70,26 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
 
 def save_checkpoint(root: Path, step: int, learners: dict[str, Learner], state: dict, keep: int,
                     arrays: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write checkpoints/step_<step> atomically, point `latest` at it, keep the newest `keep`."""
+    """Write checkpoints/step_<step> atomically, point `latest` at it, keep the newest `keep`, and
+    drop the optimizer state of all but the new one."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
+    _finish_killed_save(root)
+    for stale in root.glob(".step_*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".step_{step:07d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, learner in learners.items():
         save_policy(learner.policy, tmp / name / "policy")
         tensors, groups = _optimizer_tensors(learner.optimizer)
-        save_file(tensors, tmp / name / "optimizer.safetensors")
-        (tmp / name / "optimizer.json").write_text(json.dumps(groups))
+        save_file(tensors, tmp / name / OPTIMIZER_TENSORS)
+        (tmp / name / OPTIMIZER_GROUPS).write_text(json.dumps(groups))
         for head, module in learner.heads.items():
             save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / name / f"{head}.safetensors")
     if arrays:
         save_file({k: v.contiguous() for k, v in arrays.items()}, tmp / "arrays.safetensors")
-    save_file({"torch": torch.get_rng_state()}, tmp / "rng.safetensors")
+    cuda = {f"cuda{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())} if torch.cuda.is_initialized() else {}
+    save_file({"torch": torch.get_rng_state(), **cuda}, tmp / "rng.safetensors")
     full_state = {
         "step": step,
         "python_rng": _jsonable(random.getstate()),
@@ -87,19 +97,54 @@ def save_checkpoint(root: Path, step: int, learners: dict[str, Learner], state: 
         **state,
     }
     (tmp / "state.json").write_text(json.dumps(full_state, default=_jsonable))
-    if final.exists():
-        shutil.rmtree(final)
+    aside = _aside(final)
+    if final.exists():  # saving the same step again (e.g. --resume of a finished run): move the old copy aside
+        os.replace(final, aside)  # _finish_killed_save() moves it back if we die before the next line
     os.replace(tmp, final)
     write_atomic(root / "latest", final.name)
-    for old in sorted(root.glob("step_*"))[:-keep]:
-        shutil.rmtree(old)
+    shutil.rmtree(aside, ignore_errors=True)
+    kept = sorted(root.glob("step_*"))
+    for old in kept[:-keep]:
+        if old != final:
+            shutil.rmtree(old)
+    for old in kept[-keep:]:
+        if old != final:
+            drop_optimizer_state(old)
     return final
+
+
+def drop_optimizer_state(checkpoint: Path) -> None:
+    """Delete the optimizer files of every learner: the checkpoint keeps its policies, heads, RNG and
+    state.json (loadable policies, no longer resumable). Never applied to the one `latest` names."""
+    for name in (OPTIMIZER_TENSORS, OPTIMIZER_GROUPS):
+        for f in checkpoint.glob(f"*/{name}"):
+            f.unlink(missing_ok=True)
+
+
+def has_optimizer_state(checkpoint: Path, learner: str) -> bool:
+    return all((checkpoint / learner / name).is_file() for name in (OPTIMIZER_TENSORS, OPTIMIZER_GROUPS))
+
+
+def _aside(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def _finish_killed_save(root: Path) -> None:
+    """A re-save of a step killed between moving the old copy aside and renaming the new one in
+    leaves step_N missing: move the old copy back. A copy whose replacement arrived is deleted."""
+    for aside in root.glob(".step_*.old"):
+        final = aside.with_name(aside.name[1 : -len(".old")])
+        if final.exists():
+            shutil.rmtree(aside)
+        else:
+            os.replace(aside, final)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
     pointer = root / "latest"
     if not pointer.is_file():
         return None
+    _finish_killed_save(root)
     path = root / pointer.read_text().strip()
     if not (path / "state.json").is_file():
         raise CheckpointError(f"{pointer}: points at {path.name}, which is missing or incomplete")
@@ -108,16 +153,24 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(path: Path, learners: dict[str, Learner]) -> tuple[dict, dict[str, torch.Tensor]]:
     """Restore heads, optimizers and RNG state (the policies are loaded by the caller from
-    <path>/<learner>/policy). Returns state.json and the extra arrays."""
+    <path>/<learner>/policy). Returns state.json and the extra arrays. Only the newest checkpoint
+    (`latest`) holds optimizer state; an older one raises CheckpointError."""
+    for name in learners:
+        if (path / name / "policy").is_dir() and not has_optimizer_state(path, name):
+            raise CheckpointError(f"{path}: holds weights only (no optimizer state for {name}; only the newest checkpoint, "
+                                  f"`latest`, keeps it): load its policy from {path / name / 'policy'} or resume from latest")
     try:
         state = json.loads((path / "state.json").read_text())
         for name, learner in learners.items():
             for head, module in learner.heads.items():
                 module.load_state_dict(load_file(path / name / f"{head}.safetensors"))
-            groups = json.loads((path / name / "optimizer.json").read_text())
-            _load_optimizer(learner.optimizer, load_file(path / name / "optimizer.safetensors"), groups)
+            groups = json.loads((path / name / OPTIMIZER_GROUPS).read_text())
+            _load_optimizer(learner.optimizer, load_file(path / name / OPTIMIZER_TENSORS), groups)
         arrays = load_file(path / "arrays.safetensors") if (path / "arrays.safetensors").is_file() else {}
-        torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
+        rng = load_file(path / "rng.safetensors")
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and "cuda0" in rng:
+            torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count()) if f"cuda{i}" in rng])
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot restore checkpoint: {e}") from None
     py = state["python_rng"]

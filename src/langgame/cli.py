@@ -72,17 +72,18 @@ def _data_show(args) -> None:
 
 
 def _train(args) -> None:
-    from langgame.config import RLConfig, SelfPlayConfig, load_train_config
+    from langgame.config import load_train_config
+    from langgame.loop import drive
 
     overrides = list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     cfg = load_train_config(args.config, overrides)
-    if isinstance(cfg, RLConfig):
-        from langgame.rl import train_rl as run
-    elif isinstance(cfg, SelfPlayConfig):
-        from langgame.selfplay import train_selfplay as run
+    if cfg.stage == "rl":
+        from langgame.rl import RLRun as Run
+    elif cfg.stage == "selfplay":
+        from langgame.selfplay import SelfPlay as Run
     else:
-        from langgame.train import train as run
-    run_dir = run(cfg, resume=args.resume, overwrite=args.overwrite)
+        from langgame.train import BCRun as Run
+    run_dir = drive(Run, cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {run_dir}\n  final policy: {run_dir / 'final'}\n  metrics: {run_dir / 'metrics.jsonl'}"
           f" (TensorBoard: {run_dir / 'tb'})\n  summary: {run_dir / 'summary.json'}")
 

@@ -47,6 +47,8 @@ class PolicyConfig(Strict):
     )
     lora: LoraSettings | None = None
     eot_token: str | None = Field(None, description="end-of-turn token; default: the tokenizer's eos token")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto (cuda when available, else cpu), cpu, cuda or cuda:N: weights, KV cache, reference and heads")
 
 
 class OptimConfig(Strict):
@@ -82,6 +84,8 @@ class AlgoConfig(Strict):
     gae_lambda: float = Field(0.95, ge=0, le=1)
     value_coef: float = Field(0.5, ge=0)
     value_clip: float = Field(0.2, gt=0)
+    tis_cap: float | None = Field(None, gt=0, description="truncated importance sampling: weight each advantage by "
+                                  "min(pi_learner / pi_engine, tis_cap) of the sampled token (vllm rollouts); None: off")
 
 
 class DataConfig(Strict):
@@ -111,6 +115,7 @@ class TrainConfig(Strict):
     max_steps: int = Field(100, gt=0)
     eval_every: int = Field(0, ge=0, description="steps between held-out evaluations; 0: only at start and end")
     save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: only at the end")
+    time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of steps (then evaluate, save, finish)")
     keep_checkpoints: int = Field(2, gt=0)
     run_dir: Path = Path("runs/train")
 
@@ -134,6 +139,13 @@ class GameConfig(Strict):
 
     name: str
     options: dict[str, Any] = {}
+
+
+class RolloutConfig(Strict):
+    """Which engine samples the players' turns: hf (transformers, KV-cached, in the learner's process)
+    or vllm (a vLLM engine per policy, weights pushed after every update; `make install-vllm`)."""
+
+    backend: Literal["hf", "vllm"] = "hf"
 
 
 class ScheduleConfig(Strict):
@@ -167,12 +179,15 @@ class RLConfig(Strict):
     player2: PlayerConfig = PlayerConfig(policy=PolicyConfig())
     algo: AlgoConfig = AlgoConfig()
     optim: OptimConfig = OptimConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    engine: Literal["local", "ray"] = Field("local", description="local: one process; ray: each model's seats in a Ray actor")
     scenarios_per_step: int = Field(8, gt=0)
     micro_batch_size: int = Field(8, gt=0, description="episodes per forward/backward pass")
     max_steps: int = Field(50, gt=0)
     eval_every: int = Field(0, ge=0)
     eval_scenarios: int = Field(64, gt=0, description="held-out initial contexts per evaluation (eval split)")
     save_every: int = Field(0, ge=0)
+    time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of steps (then evaluate, save, finish)")
     keep_checkpoints: int = Field(2, gt=0)
     run_dir: Path = Path("runs/rl")
 
@@ -230,6 +245,7 @@ class SelfPlayConfig(Strict):
     max_steps: int = Field(200, gt=0)
     eval_every: int = Field(10, gt=0, description="steps between exact exploitability evaluations")
     save_every: int = Field(0, ge=0)
+    time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of steps (then evaluate, save, finish)")
     keep_checkpoints: int = Field(2, gt=0)
     run_dir: Path = Path("runs/selfplay")
 

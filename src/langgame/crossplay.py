@@ -24,7 +24,7 @@ from langgame.errors import LanggameError
 from langgame.games import make_game
 from langgame.models import load_policy
 from langgame.rl import play_scenarios, train_rl
-from langgame.rollout import Player
+from langgame.rollout import Actor
 
 
 def run_config(run_dir: Path) -> RLConfig:
@@ -64,9 +64,9 @@ def cross_play(run_dir: Path, baseline_defenders: list[Path] = (), scenarios: in
     loaded = {label: load_policy(spec) for label, spec in defenders}
     payoff = np.zeros((len(attackers), len(defenders)))
     for i, (a_label, a_spec) in enumerate(attackers):
-        attacker = Player(load_policy(a_spec), cfg.player1.sampling)
+        attacker = Actor(load_policy(a_spec), cfg.player1.sampling)
         for j, (d_label, _) in enumerate(defenders):
-            players = {1: attacker, 2: Player(loaded[d_label], cfg.player2.sampling)}
+            players = {1: attacker, 2: Actor(loaded[d_label], cfg.player2.sampling)}
             episodes, _ = play_scenarios(game, players, "eval", n, 1, (cfg.seed, "eval"))
             payoff[i, j] = float(np.mean([e.returns()[0] for e in episodes]))
     x, y = meta_nash(payoff)

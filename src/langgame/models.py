@@ -70,6 +70,10 @@ class Policy:
         return getattr(self.model, "langgame_version", 0)
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
     def eot_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.eot_token)
 
@@ -211,12 +215,23 @@ def _load_base(spec: str, dtype: torch.dtype):
         ) from None
 
 
+def resolve_device(name: str) -> torch.device:
+    """A policy's device: `auto` is cuda when a GPU is visible, else cpu; `cuda[:N]` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ModelError(f"policy.device: {name!r} is not available here ({torch.cuda.device_count()} CUDA devices); use cpu or auto")
+    return device
+
+
 def load_policy(config: PolicyConfig | str) -> Policy:
     """Load a policy from a spec; with config.lora, wrap the model in a fresh trainable LoRA adapter.
 
     A directory holding a LoRA adapter (adapter_config.json) loads its base model, then the adapter.
     'tiny-random' is always the same model (init seed 0), 'tiny-random@N' the one with init seed N
-    (learning from scratch over several seeds); LoRA init follows torch's global seed.
+    (learning from scratch over several seeds); LoRA init follows torch's global seed. The model is
+    placed on config.device (auto: cuda when available).
     """
     import peft
 
@@ -248,6 +263,7 @@ def load_policy(config: PolicyConfig | str) -> Policy:
     eot = config.eot_token or tokenizer.eos_token
     if eot is None or tokenizer.convert_tokens_to_ids(eot) is None:
         raise ModelError(f"model {spec!r}: end-of-turn token {eot!r} is not in its vocabulary; set policy.eot_token")
+    model = model.to(resolve_device(config.device))
     return Policy(model=model, tokenizer=tokenizer, name=spec, eot_token=eot, compute_dtype=getattr(torch, config.compute_dtype))
 
 

@@ -143,18 +143,6 @@ def rl_weights(owner: torch.Tensor, learner: int, advantages: torch.Tensor) -> t
 WEIGHTINGS = {"pretrain": pretrain_weights, "sft": sft_weights}
 
 
-def bc_loss_fn(model: torch.nn.Module, autocast, weigh, normaliser: float):
-    """Learner loss for behaviour cloning: micro-batch -> (-sum(w log pi) / normaliser, metrics)."""
-
-    def loss_fn(batch: Batch):
-        w, m = weigh(batch)
-        with autocast():
-            logp = token_logprobs(model, batch.ids, batch.attention, where=m > 0)
-        return loss(logp, w, m, normaliser=normaliser), {"train/tokens": float(batch.n_tokens)}
-
-    return loss_fn
-
-
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> torch.Tensor:
     """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman's k1 and k3). [B, T]
 
@@ -167,10 +155,19 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> t
     return torch.exp(log_ratio) - 1 - log_ratio
 
 
-def loss(logp: torch.Tensor, w: torch.Tensor, m: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
-    """-sum(w * log pi) / sum(m). Pass `normaliser` (tokens in the whole step) under gradient accumulation."""
+def loss(logp: torch.Tensor, w: torch.Tensor, m: torch.Tensor, normaliser: float | None = None,
+         terms: dict[str, tuple[float, torch.Tensor]] | None = None) -> torch.Tensor:
+    """-sum(w * log pi) / n + sum_k c_k sum(m * x_k) / n, with n = sum(m): the one place a loss is summed.
+
+    terms: per-action regularisers {name: (c_k, x_k [B, T])} (a value error, a KL estimate, an
+    entropy with c_k < 0), normalised like the policy term. Pass `normaliser` (the support of the
+    whole optimizer step) under gradient accumulation.
+    """
     n = m.sum().clamp(min=1.0) if normaliser is None else max(normaliser, 1.0)
-    return -(w * logp).sum() / n
+    total = -(w * logp).sum() / n
+    for coef, x in (terms or {}).values():
+        total = total + coef * ((x * m).sum() / n)
+    return total
 
 
 def player_nll(logp: torch.Tensor, owner: torch.Tensor) -> dict[int, tuple[float, int]]:

@@ -4,7 +4,7 @@ A backend turns token prompts into sampled turns (`Backend.generate`); `play` dr
 at every step the episodes whose player function names the same player act together in one
 batch. The Hugging Face backend samples with a KV cache, left padding, bf16 autocast when the
 policy asks for it, and drops finished sequences from the batch as soon as they emit their
-end-of-turn token. A vLLM backend only needs to implement `generate`.
+end-of-turn token. The vLLM backend (vllm_backend.py) implements the same `generate`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from langgame.config import Sampling
+from langgame.errors import LanggameError
 from langgame.game import Episode, Game, Turn, render
 from langgame.models import Policy
 from langgame.objective import PAD_MULTIPLE
@@ -46,7 +47,7 @@ def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator
         logp = logp - torch.logsumexp(logp, dim=-1, keepdim=True)
     # inverse-CDF sampling: one uniform per row (multinomial draws one per vocabulary entry: ~25 ms at 32 x 49k)
     cdf = logp.exp().cumsum(-1)
-    u = torch.rand((len(cdf), 1), generator=generator, device=cdf.device) * cdf[:, -1:]
+    u = torch.rand((len(cdf), 1), generator=generator).to(cdf.device) * cdf[:, -1:]
     ids = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     return ids, logp.gather(-1, ids[:, None]).squeeze(-1)
 
@@ -107,7 +108,7 @@ class HFBackend:
                            use_cache=True, logits_to_keep=1).logits[:, -1]
             for _ in range(sampling.max_new_tokens):
                 token, logp = _sample(logits, sampling, generator)
-                for row, (i, t, lp) in enumerate(zip(alive.tolist(), token.tolist(), logp.tolist())):
+                for i, t, lp in zip(alive.tolist(), token.tolist(), logp.tolist()):
                     out[i].tokens.append(t)
                     out[i].logprobs.append(lp)
                     if t == eot:
@@ -129,18 +130,49 @@ class HFBackend:
 DEFAULT_BACKEND = HFBackend()
 
 
+class StaleWeightsError(LanggameError):
+    """A rollout engine whose weights are not the version the driver expects."""
+
+
 @dataclass
-class Player:
-    """A player in a rollout: a policy with its sampling settings, or None for the game's scripted policy."""
+class Actor:
+    """A player in a rollout: a policy with its sampling settings and a backend, or (policy None) the
+    game's scripted policy. `act` and `load_weights` are what crosses a process boundary."""
 
     policy: Policy | None
     sampling: Sampling = Sampling()
+    backend: Backend | None = None
+
+    def act(self, game: Game, episodes: list[Episode], player: int, generator: torch.Generator, version: int | None = None) -> None:
+        """Append `player`'s next turn to each episode (all have `player` to move). With `version`,
+        the policy must be at that weight version (StaleWeightsError otherwise)."""
+        if self.policy is None:
+            for e in episodes:
+                e.turns.append(Turn(player, game.scripted_turn(e, player)))
+            return
+        if version is not None and self.policy.version != version:
+            raise StaleWeightsError(f"player {player}: the actor holds weight version {self.policy.version}, expected {version}")
+        tok = self.policy.tokenizer
+        prompts = [render(game.observation(e, player), tok, self.policy.eot_token, generation_prompt=True).ids.tolist() for e in episodes]
+        for e, g in zip(episodes, (self.backend or DEFAULT_BACKEND).generate(self.policy, prompts, self.sampling, generator)):
+            content = g.tokens if g.truncated else g.tokens[:-1]
+            text = tok.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            e.turns.append(Turn(player, text, tokens=tuple(g.tokens), logprobs=tuple(g.logprobs), truncated=g.truncated))
+
+    def load_weights(self, version: int, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Take the learner's weights (`state`: a state dict; None when the learner shares this
+        process's model) at `version`; the backend re-syncs its own copy when it next samples."""
+        if state is not None:
+            with torch.no_grad():
+                self.policy.model.load_state_dict(state, strict=False)
+        self.policy.model.langgame_version = version
 
 
-def play(game: Game, players: dict[int, Player], episodes: list[Episode], generator: torch.Generator,
-         backend: Backend | None = None) -> list[Episode]:
-    """Play every episode to the end (in place) and let the game judge them. Returns the episodes."""
-    backend = backend or DEFAULT_BACKEND
+def play(game: Game, actors: dict[int, Actor], episodes: list[Episode], generator: torch.Generator) -> list[Episode]:
+    """Play every episode to the end (in place) and let the game judge them. Returns the episodes.
+
+    At every round the episodes whose player function names the same player act together in one batch.
+    """
     while True:
         acting: dict[int, list[Episode]] = {}
         for e in episodes:
@@ -150,20 +182,7 @@ def play(game: Game, players: dict[int, Player], episodes: list[Episode], genera
         if not acting:
             break
         for player, group in sorted(acting.items()):
-            who = players[player]
-            if who.policy is None:
-                for e in group:
-                    e.turns.append(Turn(player, game.scripted_turn(e, player)))
-                continue
-            tok = who.policy.tokenizer
-            prompts = [
-                render(game.observation(e, player), tok, who.policy.eot_token, generation_prompt=True).ids.tolist()
-                for e in group
-            ]
-            for e, g in zip(group, backend.generate(who.policy, prompts, who.sampling, generator)):
-                content = g.tokens if g.truncated else g.tokens[:-1]
-                text = tok.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                e.turns.append(Turn(player, text, tokens=tuple(g.tokens), logprobs=tuple(g.logprobs), truncated=g.truncated))
+            actors[player].act(game, group, player, generator)
     game.judge(episodes)
     for e in episodes:
         e.check_payoff()

@@ -26,10 +26,9 @@ from langgame.config import SelfPlayConfig
 from langgame.equilibrium import exploitability, nash_conv
 from langgame.games.spiel import action_logprobs, load_game
 from langgame.learner import Learner
-from langgame.metrics import MetricsLog
-from langgame.models import load_policy
-from langgame.rundir import finish, prepare_run_dir
-from langgame.runtime import configure_cpu
+from langgame.loop import drive
+from langgame.models import Policy, load_policy
+from langgame.seats import seat_of
 
 
 class SelfPlay:
@@ -40,7 +39,7 @@ class SelfPlay:
         keys = {p: self.current.states_per_player[p - 1] for p in (1, 2)}
         self.rows = {p: [self.current.state_lookup[k] for k in keys[p]] for p in (1, 2)}
         self.states = {p: [self.current.states[r] for r in self.rows[p]] for p in (1, 2)}
-        self.seat = {1: "shared", 2: "shared"} if cfg.sharing == "shared" else {1: "player1", 2: "player2"}
+        self.seat = {p: seat_of(p, cfg.sharing) for p in (1, 2)}
         self.learners = {}
         for seat in dict.fromkeys(self.seat.values()):
             spec = cfg.policy if checkpoint is None else cfg.policy.model_copy(update={"model": str(checkpoint / seat / "policy"), "lora": None})
@@ -54,15 +53,17 @@ class SelfPlay:
             self.iteration = state["iteration"]
             if "average_sum" in arrays:
                 self.average_sum = arrays["average_sum"].numpy()
+        self.header = {"stage": "selfplay", "game": cfg.game, "algo": cfg.algo}
 
     def _magnet(self, player: int) -> torch.Tensor:
         """log rho(a|I) at the player's states: uniform over legal actions, or the initial LM's policy."""
         if self.cfg.magnet == "initial":
             with torch.no_grad():
                 return action_logprobs(self.game, load_policy(self.cfg.policy), self.states[player], self.cfg.micro_batch_size)
-        legal = torch.as_tensor(self.current.legal_actions_mask[self.rows[player]], dtype=torch.bool)
+        device = self.learners[self.seat[player]].device
+        legal = torch.as_tensor(self.current.legal_actions_mask[self.rows[player]], dtype=torch.bool, device=device)
         n = legal.sum(-1, keepdim=True)
-        return torch.where(legal, -torch.log(n.float()), torch.full(legal.shape, float("-inf")))
+        return torch.where(legal, -torch.log(n.float()), torch.full(legal.shape, float("-inf"), device=device))
 
     def learning(self) -> set[int]:
         """Who updates at this step: both (simultaneous), or each player for alternate_every steps in turn."""
@@ -84,7 +85,7 @@ class SelfPlay:
             policy = self.learners[self.seat[p]].policy
             with nullcontext() if p in learning else torch.no_grad():
                 logp[p] = action_logprobs(self.game, policy, self.states[p], self.cfg.micro_batch_size)
-            probs = logp[p].detach().double().exp().numpy()
+            probs = logp[p].detach().double().exp().cpu().numpy()
             self.current.action_probability_array[self.rows[p]] = probs / probs.sum(-1, keepdims=True)
         return logp
 
@@ -96,7 +97,8 @@ class SelfPlay:
         if self.cfg.algo == "fp":  # accumulate the current policies, weighted by their own reach
             self.average_sum += reach[:, None] * self.current.action_probability_array
         alpha = self.cfg.alpha if self.cfg.algo == "mmd" else 0.0
-        targets = {p: mmd_target(logp[p], torch.as_tensor(q[self.rows[p]], dtype=torch.float32), self.magnet[p], alpha, self.cfg.eta)
+        targets = {p: mmd_target(logp[p], torch.as_tensor(q[self.rows[p]], dtype=torch.float32, device=logp[p].device),
+                                 self.magnet[p], alpha, self.cfg.eta)
                    for p in learning}
         values = {f"train/value_p{p}": float((self.current.action_probability_array[self.rows[p]] * q[self.rows[p]]).sum(-1).mean()) for p in (1, 2)}
         for update in range(self.cfg.fit_steps):
@@ -106,7 +108,7 @@ class SelfPlay:
             for p in learning:
                 losses[self.seat[p]] = losses.get(self.seat[p], 0.0) + target_loss(logp[p], targets[p])
             for seat, loss in losses.items():
-                values.update({f"{k}_{seat}": v for k, v in self.learners[seat].update([loss], lambda x: (x, {})).items()})
+                values.update({f"{k}_{seat}": v for k, v in self.learners[seat].optimize([loss], lambda x: (x, {})).items()})
         self.iteration += 1
         values["time/step_s"] = time.perf_counter() - start
         return values
@@ -128,40 +130,29 @@ class SelfPlay:
             reach[self.rows[p]] = np.asarray(out.player_reach_probs)[self.rows[p]]
         return q, reach
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> tuple[dict[str, float], list]:
         """Exact exploitability of the LMs' current policies (re-scored: the state after the last update)."""
-        self.score(set())
+        with torch.no_grad():
+            self.score(set())
         values = {"eval/exploitability": exploitability(self.game, self.current), "eval/nash_conv": nash_conv(self.game, self.current)}
         if self.cfg.algo == "fp":
             values["eval/exploitability_average"] = exploitability(self.game, self.average())
-        return values
+        return values, []
+
+    def checkpoint(self, root: Path, keep: int, state: dict) -> None:
+        arrays = {"average_sum": torch.from_numpy(self.average_sum)} if self.cfg.algo == "fp" else None
+        save_checkpoint(root, self.iteration, self.learners, state, keep, arrays)
+
+    def final_policies(self) -> dict[str, Policy]:
+        return {seat: learner.policy for seat, learner in self.learners.items()}
+
+    def progress(self, values: dict[str, float]) -> str:
+        return f"{values['time/step_s']:.2f} s/step"
+
+    def close(self) -> None:
+        pass
 
 
 def train_selfplay(cfg: SelfPlayConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> Path:
     """Run exact self-play; returns the run directory."""
-    console = console or Console(stderr=True)
-    checkpoint = prepare_run_dir(cfg, resume, overwrite)
-    configure_cpu(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    run = SelfPlay(cfg, checkpoint)
-    log = MetricsLog(cfg.run_dir, resume_step=run.iteration if checkpoint is not None else None)
-    started = time.perf_counter()
-
-    def checkpoint_now() -> None:
-        arrays = {"average_sum": torch.from_numpy(run.average_sum)} if cfg.algo == "fp" else None
-        save_checkpoint(cfg.run_dir / "checkpoints", run.iteration, run.learners, {"iteration": run.iteration}, cfg.keep_checkpoints, arrays)
-
-    while run.iteration < cfg.max_steps:
-        values = run.step()
-        if run.iteration % cfg.eval_every == 0 or run.iteration == cfg.max_steps:
-            values.update(run.evaluate())
-            values["time/elapsed_s"] = time.perf_counter() - started
-            console.print(f"step {run.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k.startswith("eval/")))
-        log.log(run.iteration, values)
-        if cfg.save_every and run.iteration % cfg.save_every == 0 and run.iteration < cfg.max_steps:
-            checkpoint_now()
-    checkpoint_now()
-    log.close()
-    finish(cfg.run_dir, {seat: learner.policy for seat, learner in run.learners.items()},
-           {"stage": "selfplay", "game": cfg.game, "algo": cfg.algo})
-    return cfg.run_dir
+    return drive(SelfPlay, cfg, resume, overwrite, console)

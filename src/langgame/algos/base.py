@@ -15,19 +15,23 @@ from langgame.objective import Batch, Forward
 
 @dataclass
 class Experience:
-    """batch: the rendered episodes; mask: 1 on the learner's actions; rewards: the learner's r_t
-    (each turn's reward on the learner's last action at or before that turn's end; KL shaping is
-    added by the rule); returns [B]: R^i(z); groups [B]: episodes sharing an initial context;
-    roles [B]: which player the learner was. ref_logp / old_logp / values are filled by the
-    no-grad scoring pass when the rule or the KL term needs them; advantages and value_targets
-    by the rule."""
+    """batch: the rendered episodes; mask: 1 on the learner's actions (the support m_t); rewards:
+    the learner's r_t (each turn's reward on the learner's last action at or before that turn's
+    end; KL shaping is added by Learner.score); returns [B]: R^i(z); groups [B]: episodes sharing
+    an initial context; roles [B]: which player the learner was; temperature [B]: the sampling
+    temperature of each row's policy (None: 1). ref_logp / old_logp / values are filled by
+    Learner.score when the rule or the KL term needs them; behaviour_logp holds the log-probs the
+    rollout engine recorded; advantages (the weights w_t of the one objective) and value_targets
+    are filled by the rule. Behaviour cloning gives advantages directly (w_t = 1 on the support)."""
 
     batch: Batch
     mask: torch.Tensor
-    rewards: torch.Tensor
-    returns: torch.Tensor
-    groups: torch.Tensor
-    roles: torch.Tensor
+    rewards: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+    roles: torch.Tensor | None = None
+    temperature: torch.Tensor | None = None
+    behaviour_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
     old_logp: torch.Tensor | None = None
     values: torch.Tensor | None = None
@@ -45,6 +49,14 @@ class Experience:
         batch = Batch(b.ids[idx][:, :width], b.attention[idx][:, :width], cut(b.owner), cut(b.turn), cut(b.thought))
         return replace(self, batch=batch, **{f.name: cut(getattr(self, f.name)) for f in fields(self) if f.name != "batch"})
 
+    def to(self, device: torch.device) -> Experience:
+        """The same experience with every tensor on `device` (itself when they are there already)."""
+        if self.mask.device == torch.device(device):
+            return self
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        b = self.batch
+        batch = Batch(*(move(getattr(b, f.name)) for f in fields(Batch)))
+        return replace(self, batch=batch, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "batch"})
 
     @staticmethod
     def concat(parts: list[Experience]) -> Experience:
@@ -66,8 +78,15 @@ class Experience:
         return Experience(batch, **{f.name: cat([getattr(p, f.name) for p in parts], width - 1) for f in fields(Experience) if f.name != "batch"})
 
 
+# per-action regularisers of the one objective: {name: (coefficient, x [B, T])}; see objective.loss
+Terms = dict[str, tuple[float, torch.Tensor]]
+
+
 class Rule(Protocol):
-    """A learning rule: advantages from experience, then the loss of one micro-batch."""
+    """A learning rule: advantages from experience, then the weights w_t of one micro-batch.
+
+    A rule never sums a loss: Learner.update passes its weights and terms to objective.loss.
+    """
 
     needs_old_logp: bool
     needs_values: bool
@@ -75,5 +94,6 @@ class Rule(Protocol):
     def advantages(self, exp: Experience) -> None:
         """Fill exp.advantages (and exp.value_targets) in place, without gradients."""
 
-    def loss(self, fwd: Forward, exp: Experience, heads: dict, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
-        """Policy-gradient loss of one micro-batch (divided by `normaliser`) and its metrics."""
+    def weights(self, fwd: Forward, exp: Experience, heads: dict, normaliser: float) -> tuple[torch.Tensor, Terms, dict[str, float]]:
+        """w_t [B, T] (no gradient, 0 off the mask), extra per-action terms, and metrics of one
+        micro-batch divided by the step's support `normaliser` (they are summed over micro-batches)."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from langgame.objective import loss
+
 
 def mmd_target(logp: torch.Tensor, q: torch.Tensor, magnet_logp: torch.Tensor | None, alpha: float, eta: float) -> torch.Tensor:
     """The MMD step's target policy [S, A] (0 on illegal actions). logp, magnet_logp: [S, A]
@@ -33,6 +35,7 @@ def mmd_target(logp: torch.Tensor, q: torch.Tensor, magnet_logp: torch.Tensor | 
 
 
 def target_loss(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy -sum_a target(a|I) log pi(a|I), averaged over information states. [S, A] -> scalar."""
+    """Cross-entropy -sum_a target(a|I) log pi(a|I), averaged over information states: the one
+    objective (objective.loss) with w = target on each legal action word. [S, A] -> scalar."""
     legal = torch.isfinite(logp)
-    return -(target * torch.where(legal, logp, torch.zeros_like(logp))).sum(-1).mean()
+    return loss(torch.where(legal, logp, torch.zeros_like(logp)), target, legal.float(), normaliser=len(logp))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from langgame.algos.base import Experience
+from langgame.algos.base import Experience, Terms
 from langgame.config import AlgoConfig
 from langgame.objective import Forward
 
@@ -68,17 +68,15 @@ class PPO:
             adv = torch.where(on, (adv - adv[on].mean()) / (adv[on].std() + 1e-6), adv)
         exp.advantages = adv
 
-    def loss(self, fwd: Forward, exp: Experience, heads: dict, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def weights(self, fwd: Forward, exp: Experience, heads: dict, normaliser: float) -> tuple[torch.Tensor, Terms, dict[str, float]]:
         m = exp.mask
         w, surrogate, clipped = clipped_weights(fwd.logp, exp.old_logp, exp.advantages, self.cfg.clip)
-        policy_loss = -(w * m * fwd.logp).sum() / normaliser
         values = heads["value"](fwd.hidden)
         v_clipped = exp.values + (values - exp.values).clamp(-self.cfg.value_clip, self.cfg.value_clip)
-        err = torch.maximum((values - exp.value_targets) ** 2, (v_clipped - exp.value_targets) ** 2)
-        value_loss = 0.5 * (err * m).sum() / normaliser
+        err = 0.5 * torch.maximum((values - exp.value_targets) ** 2, (v_clipped - exp.value_targets) ** 2)
         metrics = {
             "ppo/surrogate": float((surrogate * m).sum()) / normaliser,
             "ppo/clip_fraction": float((clipped.float() * m).sum()) / normaliser,
-            "ppo/value_loss": value_loss.item(),
+            "ppo/value_loss": float((err.detach() * m).sum()) / normaliser,
         }
-        return policy_loss + self.cfg.value_coef * value_loss, metrics
+        return w * m, {"value": (self.cfg.value_coef, err)}, metrics

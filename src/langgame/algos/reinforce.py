@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from langgame.algos.base import Experience
+from langgame.algos.base import Experience, Terms
 from langgame.config import AlgoConfig
 from langgame.objective import Forward
 
@@ -43,5 +43,5 @@ class Reinforce:
             adv = adv / (adv[exp.mask > 0].std() + 1e-6)
         exp.advantages = adv
 
-    def loss(self, fwd: Forward, exp: Experience, heads: dict, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
-        return -(exp.advantages * exp.mask * fwd.logp).sum() / normaliser, {}
+    def weights(self, fwd: Forward, exp: Experience, heads: dict, normaliser: float) -> tuple[torch.Tensor, Terms, dict[str, float]]:
+        return exp.advantages * exp.mask, {}, {}

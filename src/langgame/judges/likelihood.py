@@ -66,8 +66,9 @@ class TargetLikelihood:
                 batch = collate([r for r, _ in chunk], tok.pad_token_id)
                 last = torch.tensor([index for _, index in chunk])[:, None]
                 where = (batch.turn == last) & (batch.ids[:, 1:] != self.policy.eot_id)
+                device = self.policy.device
                 with self.policy.autocast(), self.policy.activated():
-                    logp = policy_forward(model, batch.ids, batch.attention, where).logp
+                    logp = policy_forward(model, batch.ids.to(device), batch.attention.to(device), where.to(device)).logp.cpu()
                 scores += torch.exp((logp * where).sum(1) / where.sum(1)).tolist()
         finally:
             model.train(was_training)

@@ -6,13 +6,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from langgame.config import PolicyConfig  # noqa: E402
 from langgame.game import Episode, Payoff, Turn  # noqa: E402
 from langgame.models import load_policy  # noqa: E402
 
 
 @pytest.fixture
 def tiny():
-    return load_policy("tiny-random")
+    """Unit tests handle raw tensors on the CPU; driver tests use policy.device: auto (the GPU where there is one)."""
+    return load_policy(PolicyConfig(model="tiny-random", device="cpu"))
 
 
 @pytest.fixture(scope="session")

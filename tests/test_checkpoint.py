@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from langgame import checkpoint
 from langgame.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from langgame.config import OptimConfig
+from langgame.config import OptimConfig, PolicyConfig
 from langgame.learner import Learner
 from langgame.models import load_policy
 
@@ -18,7 +18,7 @@ OPTIMIZER_FILES = {"optimizer.safetensors", "optimizer.json"}
 
 
 def make_learners() -> dict[str, Learner]:
-    return {seat: Learner(load_policy("tiny-random"), OptimConfig(lr=1e-2), max_steps=10, heads={"value": torch.nn.Linear(4, 1)})
+    return {seat: Learner(load_policy(PolicyConfig(model="tiny-random", device="cpu")), OptimConfig(lr=1e-2), max_steps=10, heads={"value": torch.nn.Linear(4, 1)})
             for seat in SEATS}
 
 
@@ -58,7 +58,7 @@ def run(root, learners, steps, keep):
 def resume(root) -> tuple[int, dict]:
     """Resume from `latest` as a driver does: policies from <latest>/<seat>/policy, then load_checkpoint."""
     path = latest_checkpoint(root)
-    learners = {seat: Learner(load_policy(str(path / seat / "policy")), OptimConfig(lr=1e-2), max_steps=10,
+    learners = {seat: Learner(load_policy(PolicyConfig(model=str(path / seat / "policy"), device="cpu")), OptimConfig(lr=1e-2), max_steps=10,
                               heads={"value": torch.nn.Linear(4, 1)}) for seat in SEATS}
     state, _ = load_checkpoint(path, learners)
     for learner in learners.values():
@@ -111,7 +111,7 @@ def test_older_checkpoints_are_loadable_policies(tmp_path, learners):
     seen = run(root, learners, 3, keep=3)
     for n in (1, 2):
         for seat in SEATS:
-            policy = load_policy(str(root / f"step_{n:07d}" / seat / "policy"))
+            policy = load_policy(PolicyConfig(model=str(root / f"step_{n:07d}" / seat / "policy"), device="cpu"))
             weight = next(p for name, p in policy.model.named_parameters() if name.endswith("q_proj.weight"))
             assert torch.equal(weight, seen[n][seat]["weight"])
 

@@ -107,7 +107,7 @@ def test_lora_sharing_one_frozen_base_two_adapters(config):
     params = dict(model.named_parameters())
     assert any(p.abs().sum() > 0 for p in a.values())
     assert not all(torch.equal(a[n], params[m]) for n, m in zip(a, b))  # two different adapters
-    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    ids = torch.tensor([[1, 2, 3, 4, 5]], device=model.device)
     attention = torch.ones_like(ids)
 
     def logp(policy):
@@ -117,7 +117,7 @@ def test_lora_sharing_one_frozen_base_two_adapters(config):
     with torch.no_grad():
         reference = logp(run.initial[1])
         from langgame.models import load_policy
-        assert torch.allclose(reference, token_logprobs(load_policy("tiny-random").model, ids, attention), atol=1e-6)
+        assert torch.allclose(reference, token_logprobs(load_policy("tiny-random").model.to(model.device), ids, attention), atol=1e-6)
         assert not torch.allclose(logp(run.policies[1]), logp(run.policies[2]))
 
 

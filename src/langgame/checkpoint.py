@@ -23,6 +23,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,10 +69,22 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def save_learners(directory: Path, learners: dict[str, Learner]) -> None:
+    """Each learner's part of a checkpoint: <directory>/<learner>/ with its policy, optimizer and heads."""
+    for name, learner in learners.items():
+        save_policy(learner.policy, directory / name / "policy")
+        tensors, groups = _optimizer_tensors(learner.optimizer)
+        save_file(tensors, directory / name / OPTIMIZER_TENSORS)
+        (directory / name / OPTIMIZER_GROUPS).write_text(json.dumps(groups))
+        for head, module in learner.heads.items():
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, directory / name / f"{head}.safetensors")
+
+
 def save_checkpoint(root: Path, step: int, learners: dict[str, Learner], state: dict, keep: int,
-                    arrays: dict[str, torch.Tensor] | None = None) -> Path:
+                    arrays: dict[str, torch.Tensor] | None = None, write: Callable[[Path], None] | None = None) -> Path:
     """Write checkpoints/step_<step> atomically, point `latest` at it, keep the newest `keep`, and
-    drop the optimizer state of all but the new one."""
+    drop the optimizer state of all but the new one. write(tmp): more of the checkpoint, written into
+    its temporary directory before it is renamed into place (learners in other processes: engine.py)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
     _finish_killed_save(root)
@@ -79,13 +92,9 @@ def save_checkpoint(root: Path, step: int, learners: dict[str, Learner], state: 
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".step_{step:07d}.tmp-{os.getpid()}"
     tmp.mkdir()
-    for name, learner in learners.items():
-        save_policy(learner.policy, tmp / name / "policy")
-        tensors, groups = _optimizer_tensors(learner.optimizer)
-        save_file(tensors, tmp / name / OPTIMIZER_TENSORS)
-        (tmp / name / OPTIMIZER_GROUPS).write_text(json.dumps(groups))
-        for head, module in learner.heads.items():
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp / name / f"{head}.safetensors")
+    save_learners(tmp, learners)
+    if write is not None:
+        write(tmp)
     if arrays:
         save_file({k: v.contiguous() for k, v in arrays.items()}, tmp / "arrays.safetensors")
     cuda = {f"cuda{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())} if torch.cuda.is_initialized() else {}

@@ -9,8 +9,13 @@ def decode(policy, ids):
     return policy.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+def action_text(turn):
+    """Everything the player emits in a turn, before the end-of-turn token."""
+    return turn.text if turn.thought is None else f"{THOUGHT_TAGS[0]}{turn.thought}{THOUGHT_TAGS[1]}{turn.text}"
+
+
 def expected_actions(episode, player, eot):
-    return "".join(t.action_text + eot for t in episode.turns if t.player == player)
+    return "".join(action_text(t) + eot for t in episode.turns if t.player == player)
 
 
 def check_round_trip(policy, episode, viewer=2):
@@ -19,12 +24,12 @@ def check_round_trip(policy, episode, viewer=2):
     for player in (1, 2):
         assert decode(policy, r.ids[r.owner == player]) == expected_actions(episode, player, policy.eot_token)
     for k, turn in enumerate(episode.turns):
-        assert decode(policy, r.ids[r.turn == k]) == turn.action_text + policy.eot_token
+        assert decode(policy, r.ids[r.turn == k]) == action_text(turn) + policy.eot_token
         assert set(r.owner[r.turn == k].tolist()) == {turn.player}
     thoughts = [t for t in episode.turns if t.thought is not None]
     assert decode(policy, r.ids[r.thought]) == "".join(f"{THOUGHT_TAGS[0]}{t.thought}{THOUGHT_TAGS[1]}" for t in thoughts)
     # the whole sequence is exactly the chat template's rendering
-    chat = [{"role": m.role, "content": m.turn.action_text} for m in episode.messages(viewer)]
+    chat = [{"role": m.role, "content": action_text(m.turn)} for m in episode.messages(viewer)]
     assert decode(policy, r.ids) == policy.tokenizer.apply_chat_template(chat, tokenize=False)
     return r
 

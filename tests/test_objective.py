@@ -18,7 +18,6 @@ from langgame.objective import (
     loss,
     player_nll,
     pretrain_weights,
-    rl_weights,
     sft_weights,
     token_logprobs,
 )
@@ -59,11 +58,14 @@ def test_weightings_select_the_right_tokens(batch):
     assert torch.equal(w, (owner == 2).float()) and torch.equal(m, w)
     w, m = sft_weights(owner, 1)
     assert torch.equal(w, (owner == 1).float())
-    advantages = torch.randn(owner.shape)
-    w, m = rl_weights(owner, 2, advantages)
-    assert torch.equal(w, advantages * (owner == 2)) and torch.equal(m, (owner == 2).float())
     # context and template tokens are never weighted, in any stage
     assert torch.all(pretrain_weights(owner)[0][owner == 0] == 0)
+
+
+def rl_weights(owner, learner, advantages):
+    """Eq. 9: w_t = A_t on the learner's tokens (what algos/ put in exp.advantages * exp.mask)."""
+    m = (owner == learner).float()
+    return advantages * m, m
 
 
 def test_one_loss_gives_the_three_stages(tiny, batch):

@@ -1,5 +1,6 @@
 """OpenSpiel games as language games: rendering, constrained decoding, exact exploitability, meta-Nash."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,6 @@ from open_spiel.python.algorithms import exploitability as spiel_exploitability
 
 from langgame.equilibrium import (
     cross_play_matrix,
-    evaluate_policy_dir,
     exploitability,
     improvements,
     induced_policy,
@@ -25,7 +25,6 @@ from langgame.games.spiel import (
     choice_logprobs,
     leduc_card,
     load_game,
-    sample_actions,
 )
 from langgame.models import Policy, load_policy, tiny_tokenizer
 
@@ -144,6 +143,11 @@ def test_probabilities_are_distributions_over_legal_actions(bigram):
     assert all(a in states[i].legal_actions() for i, a in enumerate(sample_actions(logp, torch.Generator().manual_seed(0))))
 
 
+def sample_actions(logp, generator=None):
+    """One OpenSpiel action id per row of an action_logprobs table, sampled from pi(.|I)."""
+    return torch.multinomial(logp.detach().float().exp(), 1, generator=generator).squeeze(-1).tolist()
+
+
 def test_sampling_follows_pi():
     logp = torch.tensor([[0.25, 0.75, 0.0]]).log().expand(4000, 3)
     actions = np.array(sample_actions(logp, torch.Generator().manual_seed(0)))
@@ -229,8 +233,11 @@ def test_unsupported_games_fail_with_one_line(name):
 # --- a real (tiny) model --------------------------------------------------------------------------
 
 
-def test_tiny_random_policy_on_kuhn():
-    report = evaluate_policy_dir("kuhn_poker", "tiny-random")
+def test_tiny_random_policy_on_kuhn(capsys):
+    from langgame.cli import main
+
+    main(["eval", "exploitability", "--model", "tiny-random", "--game", "kuhn_poker"])
+    report = json.loads(capsys.readouterr().out)
     assert report["info_states"] == 12
     assert 0.0 <= report["exploitability"] <= 1.0
     assert report["nash_conv"] == pytest.approx(2 * report["exploitability"], abs=1e-9)

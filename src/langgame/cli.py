@@ -114,8 +114,14 @@ def _eval_exploitability(args) -> None:
     from rich.table import Table
 
     from langgame.config import SelfPlayConfig, validate
-    from langgame.equilibrium import exploitability_curve
+    from langgame.equilibrium import evaluate_policy_dir, exploitability_curve
 
+    if args.model:  # one policy playing both seats
+        report = evaluate_policy_dir(args.game, args.model)
+        print(json.dumps(report))
+        return
+    if args.run_dir is None:
+        raise LanggameError("eval exploitability: give a selfplay RUN_DIR, or --model SPEC (with --game)")
     path = args.run_dir / "config.yaml"
     if not path.is_file():
         raise LanggameError(f"{path}: not a run directory (no config.yaml)")
@@ -209,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
 
     evaluate = sub.add_parser("eval", help="evaluate a run").add_subparsers(dest="what", required=True)
-    p = evaluate.add_parser("exploitability", help="exact exploitability of every checkpoint of a selfplay run, and a plot")
-    p.add_argument("run_dir", type=Path)
+    p = evaluate.add_parser("exploitability", help="exact exploitability of every checkpoint of a selfplay run, and a plot; "
+                            "or of one policy (--model) playing both seats")
+    p.add_argument("run_dir", type=Path, nargs="?")
+    p.add_argument("--model", help="a policy (shipped name, directory, tiny-random) instead of a run directory")
+    p.add_argument("--game", default="kuhn_poker", help="with --model: the OpenSpiel game (default kuhn_poker)")
     p.set_defaults(func=_eval_exploitability)
     p = evaluate.add_parser("crossplay", help="payoff matrix between an rl run's saved attackers and defenders, meta-Nash, NashConv")
     p.add_argument("run_dir", type=Path)

@@ -70,13 +70,6 @@ class Turn:
         if self.player not in (0, 1, 2):
             raise ValueError(f"turn player must be 0, 1 or 2, got {self.player!r}")
 
-    @property
-    def action_text(self) -> str:
-        """Everything the player emits this turn, before the end-of-turn token."""
-        if self.thought is None:
-            return self.text
-        return f"{THOUGHT_TAGS[0]}{self.thought}{THOUGHT_TAGS[1]}{self.text}"
-
 
 @dataclass
 class Episode:

@@ -134,12 +134,6 @@ def sft_weights(owner: torch.Tensor, learner: int) -> tuple[torch.Tensor, torch.
     return m, m
 
 
-def rl_weights(owner: torch.Tensor, learner: int, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 9, policy gradient: w_t = A_t (an estimate of Q or Q - baseline) on the learner's tokens."""
-    m = (owner == learner).float()
-    return advantages * m, m
-
-
 WEIGHTINGS = {"pretrain": pretrain_weights, "sft": sft_weights}
 
 

@@ -297,8 +297,3 @@ def action_logprobs(game: SpielGame, policy: Policy, states: list[pyspiel.State]
     rows, cols, actions = torch.tensor(slots, device=logp.device).T
     out = torch.full((len(states), game.game.num_distinct_actions()), float("-inf"), device=logp.device)
     return out.index_put((rows, actions), logp[rows, cols])
-
-
-def sample_actions(logp: torch.Tensor, generator: torch.Generator | None = None) -> list[int]:
-    """One OpenSpiel action id per row of an action_logprobs table, sampled from pi(.|I)."""
-    return torch.multinomial(logp.detach().float().exp(), 1, generator=generator).squeeze(-1).tolist()

@@ -72,13 +72,19 @@ def _data_show(args) -> None:
 
 
 def _train(args) -> None:
-    from langgame.config import load_train_config
+    from langgame.config import ConfigError, load_train_config
     from langgame.loop import drive
 
     overrides = list(args.set) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     cfg = load_train_config(args.config, overrides)
+    if args.address is not None and (cfg.stage != "rl" or cfg.engine != "ray"):
+        raise ConfigError(f"--address {args.address}: joining a Ray cluster needs stage: rl with engine: ray (e.g. --set engine=ray)")
     if cfg.stage == "rl":
-        from langgame.rl import RLRun as Run
+        from functools import partial
+
+        from langgame.rl import RLRun
+
+        Run = partial(RLRun, address=args.address)
     elif cfg.stage == "selfplay":
         from langgame.selfplay import SelfPlay as Run
     else:
@@ -203,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=1e-4")
+    p.add_argument("--address", help="engine: ray: join this Ray cluster (ray://host:port, host:port or auto) instead of "
+                                     "starting Ray here; the run directory must be on a filesystem its nodes share")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("summary", help="first and last held-out evaluation of finished runs")

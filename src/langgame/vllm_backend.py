@@ -28,16 +28,11 @@ import numpy as np
 import torch
 
 from langgame.config import Sampling
-from langgame.errors import LanggameError
 from langgame.models import ModelError, Policy, save_policy
-from langgame.rollout import Generation
+from langgame.rollout import Generation, StaleWeightsError
 
 # vLLM raises temperatures in (0, 0.01) to 0.01; below that this backend decodes greedily.
 MIN_TEMPERATURE = 1e-2
-
-
-class StaleWeightsError(LanggameError):
-    """A rollout engine that does not hold the weight version of the policy it samples for."""
 
 
 @dataclass
@@ -47,16 +42,15 @@ class Engine:
 
     llm: Any  # vllm.LLM
     version: int | None
-    not_loaded: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
 
 
 def merged_state_dict(policy: Policy, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The weights the policy samples with, under its base model's Hugging Face names.
 
     For a peft model: W + delta for every LoRA layer of the policy's adapter (`policy.adapter`,
-    else the model's active one; none when `policy.base_only`), and the adapter's copy of any
-    modules_to_save, computed into new tensors: the training model is left as it is. Tensors are
-    cast to `dtype` (default: as stored).
+    else the model's active one; none when `policy.base_only`), computed into new tensors: the
+    training model is left as it is. Tensors are cast to `dtype` (default: as stored).
     """
     model = policy.model
     cast = (lambda t: t.detach().to(dtype)) if dtype is not None else (lambda t: t.detach())
@@ -68,14 +62,12 @@ def merged_state_dict(policy: Policy, dtype: torch.dtype | None = None) -> dict[
     out = {}
     with torch.no_grad():
         for name, tensor in lm.state_dict().items():
-            if ".lora_" in name or ".modules_to_save." in name:
+            if ".lora_" in name:
                 continue  # adapter tensors: merged into their base weight below
             prefix, _, leaf = name.rpartition(".")
-            if prefix.endswith(".original_module"):  # peft's ModulesToSaveWrapper
-                prefix = prefix.removesuffix(".original_module")
-                if adapter in modules[prefix].modules_to_save:
-                    tensor = modules[prefix].modules_to_save[adapter].state_dict()[leaf]
-            elif prefix.endswith(".base_layer"):  # a LoRA layer
+            if ".modules_to_save." in name or prefix.endswith(".original_module"):
+                raise ModelError(f"{policy.name}: adapters with modules_to_save are not supported by the vLLM backend")
+            if prefix.endswith(".base_layer"):  # a LoRA layer
                 prefix = prefix.removesuffix(".base_layer")
                 layer = modules[prefix]
                 if leaf == "weight" and adapter in {*layer.lora_A, *layer.lora_embedding_A}:
@@ -132,7 +124,8 @@ class VLLMBackend:
 
     work_dir: where each engine's model directory is written. kv_cache_gib: memory each engine
     reserves for its KV cache (SmolLM2-135M needs 23 KiB per token: 1 GiB holds 46k tokens).
-    max_model_len: longest prompt + turn, in tokens (default: the model's).
+    max_model_len: longest prompt + turn in tokens, and the most prompt tokens one engine step
+    prefills (default: the model's context, at most 8192).
     """
 
     def __init__(self, work_dir: str | Path, kv_cache_gib: float = 1.0, max_model_len: int | None = None):
@@ -164,11 +157,15 @@ class VLLMBackend:
         else:
             save_policy(policy, directory)
             load_format, version = "auto", policy.version
+        config = policy.model.get_base_model().config if hasattr(policy.model, "peft_config") else policy.model.config
+        max_model_len = self.max_model_len or min(config.max_position_embeddings, 8192)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine in this process: weights load in place
         with _process_state_kept():
             llm = LLM(
                 model=str(directory), dtype=policy.compute_dtype, load_format=load_format, enforce_eager=True,
-                kv_cache_memory_bytes=int(self.kv_cache_gib * 2**30), max_model_len=self.max_model_len,
+                kv_cache_memory_bytes=int(self.kv_cache_gib * 2**30), max_model_len=max_model_len,
+                # a prompt prefilled in parts makes vLLM rewind its seeded generator, which a CPU generator cannot do
+                enable_chunked_prefill=False, max_num_batched_tokens=max_model_len,
                 logprobs_mode="processed_logprobs",  # log-probs after temperature and top-p, as HFBackend records
                 skip_tokenizer_init=True, generation_config="vllm", seed=0,
             )
@@ -189,9 +186,9 @@ class VLLMBackend:
         engine = self.engine(policy)
         engine.version = None
         weights = merged_state_dict(policy, policy.compute_dtype)
-        engine.not_loaded = engine.llm.collective_rpc(_reload, args=(weights,))[0]
+        engine.incomplete = engine.llm.collective_rpc(_reload, args=(weights,))[0]
         engine.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
-        if not engine.not_loaded:
+        if not engine.incomplete:
             engine.version = policy.version
 
     @torch.no_grad()
@@ -209,7 +206,7 @@ class VLLMBackend:
         if engine.version != policy.version:
             self.load_weights(policy)
         if engine.version != policy.version:
-            missing = f"; layers without all their weights: {', '.join(engine.not_loaded[:3])}" if engine.not_loaded else ""
+            missing = f"; layers without all their weights: {', '.join(engine.incomplete[:3])}" if engine.incomplete else ""
             raise StaleWeightsError(
                 f"{policy.name}: the vLLM engine holds weight version {engine.version}, the policy is at {policy.version}{missing}"
             )
@@ -226,7 +223,8 @@ class VLLMBackend:
             )
             for seed in seeds
         ]
-        outputs = engine.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        with torch.random.fork_rng(devices=[]):  # vLLM's CPU sampler draws from the global torch RNG
+            outputs = engine.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         out = []
         for o in outputs:
             turn = o.outputs[0]
@@ -234,3 +232,9 @@ class VLLMBackend:
             logprobs = [0.0] * len(tokens) if greedy else [step[t].logprob for t, step in zip(tokens, turn.logprobs)]
             out.append(Generation(tokens, logprobs, truncated=not tokens or tokens[-1] != eot))
         return out
+
+    def close(self) -> None:
+        """Shut every engine down and drop it (its memory is freed once nothing else refers to it)."""
+        for engine in self.engines.values():
+            engine.llm.llm_engine.engine_core.shutdown()
+        self.engines.clear()

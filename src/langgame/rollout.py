@@ -159,12 +159,9 @@ class Actor:
             text = tok.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
             e.turns.append(Turn(player, text, tokens=tuple(g.tokens), logprobs=tuple(g.logprobs), truncated=g.truncated))
 
-    def load_weights(self, version: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        """Take the learner's weights (`state`: a state dict; None when the learner shares this
-        process's model) at `version`; the backend re-syncs its own copy when it next samples."""
-        if state is not None:
-            with torch.no_grad():
-                self.policy.model.load_state_dict(state, strict=False)
+    def load_weights(self, version: int) -> None:
+        """The learner's weights at `version` are this actor's (the two share one model in a worker);
+        the backend re-syncs its own copy (bf16 copy, vLLM engine) when it next samples."""
         self.policy.model.langgame_version = version
 
 

@@ -125,13 +125,13 @@ def test_shared_weights_learn_both_roles_with_per_role_baselines(config):
     run = RLRun(config(sharing="shared"), None)
     assert list(run.learners) == ["shared"] and run.policies[1] is run.policies[2]
     seen = {}
-    original = run.rule.advantages
+    original = run.rules["shared"].advantages
 
     def spy(exp):
         seen["roles"] = sorted(set(exp.roles.tolist()))
         original(exp)
 
-    run.rule.advantages = spy
+    run.rules["shared"].advantages = spy
     run.step()
     assert seen["roles"] == [1, 2] and run.policies[1].version == 1  # one update over both roles' samples
 

@@ -86,6 +86,9 @@ class AlgoConfig(Strict):
     value_clip: float = Field(0.2, gt=0)
     tis_cap: float | None = Field(None, gt=0, description="truncated importance sampling: weight each advantage by "
                                   "min(pi_learner / pi_engine, tis_cap) of the sampled token (vllm rollouts); None: off")
+    guide_coef: float = Field(0.0, ge=0, description="weight of KL(teacher's suggested action || pi) at the steps where a "
+                              "teacher's hint suggests one (network players such as the BabyAI student; LLM4Teach)")
+    guide_decay_steps: int = Field(0, ge=0, description="anneal guide_coef linearly to 0 over this many optimizer steps; 0: constant")
 
 
 class DataConfig(Strict):
@@ -128,10 +131,14 @@ class TrainConfig(Strict):
 
 
 class PlayerConfig(Strict):
-    """One player of a rollout: a policy with its sampling settings, or (policy: null) the game's scripted policy."""
+    """One player of a rollout: a policy with its sampling settings, or (policy: null) the game's scripted
+    policy. algo / optim: this player's own learning rule and optimizer when it learns (default: the run's),
+    e.g. PPO for an RL student beside REINFORCE for an LLM teacher."""
 
     policy: PolicyConfig | None = None
     sampling: Sampling = Sampling()
+    algo: AlgoConfig | None = None
+    optim: OptimConfig | None = None
 
 
 class GameConfig(Strict):
@@ -207,11 +214,23 @@ class RLConfig(Strict):
                 raise ValueError("sharing: shared needs player1.policy and player2.policy to be identical")
             if self.sharing == "lora" and (a.model, a.dtype, a.compute_dtype) != (b.model, b.dtype, b.compute_dtype):
                 raise ValueError("sharing: lora needs both players on the same base (policy.model, dtype, compute_dtype)")
+        for p, player in ((1, self.player1), (2, self.player2)):
+            if player.algo is not None and player.algo.group_size != self.algo.group_size:
+                raise ValueError(f"player{p}.algo.group_size: episodes per initial context are the run's (algo.group_size)")
+        if self.sharing != "separate" and (self.algo_of(1), self.optim_of(1)) != (self.algo_of(2), self.optim_of(2)):
+            raise ValueError(f"sharing: {self.sharing} trains one model for both players: their algo and optim must be the same")
         if self.schedule.kind != "simultaneous" and not both:
             raise ValueError(f"schedule: {self.schedule.kind} needs both players to learn (learners: [1, 2])")
         if self.schedule.kind == "population" and not self.save_every:
             raise ValueError("schedule: population samples past checkpoints, so it needs save_every > 0")
         return self
+
+    def algo_of(self, player: int) -> AlgoConfig:
+        """Player `player`'s learning rule: its own algo, else the run's."""
+        return (self.player1 if player == 1 else self.player2).algo or self.algo
+
+    def optim_of(self, player: int) -> OptimConfig:
+        return (self.player1 if player == 1 else self.player2).optim or self.optim
 
 
 class SelfPlayConfig(Strict):

@@ -79,6 +79,10 @@ class _Observed:
     def observation(episode: Episode, player: int):
         return episode.meta["view"]
 
+    @staticmethod
+    def apply(episode: Episode, turn) -> None:
+        episode.turns.append(turn)
+
 
 class SeatWorker:
     """The models of one group of seats; the same class runs in the driver's process and as a Ray actor.
@@ -106,13 +110,13 @@ class SeatWorker:
     def load(self, checkpoint: Path | None) -> None:
         self.seats = load_players(self.cfg, checkpoint, self.players)
 
-    def start(self, checkpoint: Path | None, needs_values: bool, remote: bool) -> tuple[dict, dict, dict]:
+    def start(self, checkpoint: Path | None, remote: bool) -> tuple[dict, dict, dict]:
         """Make the learners (restored from the checkpoint when resuming) and an Actor per policy.
         Returns policies, initial (seats.Seats; remote: views whose model is a SeatModel) and seat."""
         cfg, seats = self.cfg, self.seats
-        state = add_learners(seats, cfg, checkpoint, needs_values)
+        state = add_learners(seats, cfg, checkpoint)
         for learner in seats.learners.values():
-            learner.step = state.get("iteration", 0) * cfg.algo.epochs
+            learner.step = state.get("iteration", 0) * learner.algo.epochs
         sampling = {1: cfg.player1.sampling, 2: cfg.player2.sampling}
         for kind, policies in (("current", seats.policies), ("initial", seats.initial)):
             self.actors.update({(kind, p): Actor(x, sampling[p], self.backend) for p, x in policies.items() if x is not None})
@@ -185,14 +189,14 @@ class SeatActor:
         turns, state = self.engine.call(self.worker, "act", self.key, views, player, generator.get_state(), version)
         generator.set_state(state)
         for e, turn in zip(episodes, turns):
-            e.turns.append(turn)
+            game.apply(e, turn)
 
 
 class Engine:
     """The driver's side of the seats: their workers, and each player's policy as the driver sees it
     (engine local: the policy itself; ray: a view with the tokenizer and the weight version)."""
 
-    def __init__(self, cfg: RLConfig, checkpoint: Path | None, needs_values: bool, address: str | None = None):
+    def __init__(self, cfg: RLConfig, checkpoint: Path | None, address: str | None = None):
         self.cfg, self.backend, self.ray, self.owns_ray = cfg, make_backend(cfg), None, False
         groups = seat_groups(cfg)
         names = ["+".join(dict.fromkeys(seat_of(p, cfg.sharing) for p in group)) for group in groups]
@@ -215,7 +219,7 @@ class Engine:
         self.where: dict[tuple[int, int], tuple[Worker, Key]] = {}
         self.owner: dict[str, Worker] = {}
         for w in self.workers:
-            policies, initial, seat = self.call(w, "start", checkpoint, needs_values, self.ray is not None)
+            policies, initial, seat = self.call(w, "start", checkpoint, self.ray is not None)
             self.policies.update(policies)
             self.initial.update(initial)
             self.seat.update(seat)

@@ -13,7 +13,7 @@ import enum
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -81,6 +81,7 @@ class Episode:
     game: str = ""
     source: str = ""
     meta: dict = field(default_factory=dict)
+    state: Any = field(default=None, repr=False, compare=False)  # the game's live state (an environment), never saved
 
     def returns(self) -> tuple[float, float]:
         """(R1(z), R2(z)): each player's sum of rewards over the episode (section 3)."""
@@ -104,19 +105,37 @@ class Message:
     index: int
 
 
+@dataclass(frozen=True)
+class StepView:
+    """What a player that is not a language model (a small network, e.g. an RL student) sees of an
+    episode: its input in every state it acted in, then in the current state.
+
+    inputs: {name: array [n + 1, ...]}; actions: its n actions (ids into its action set); turns:
+    the episode turn index of each action; player: whose view it is.
+    """
+
+    inputs: dict[str, np.ndarray]
+    actions: tuple[int, ...]
+    turns: tuple[int, ...]
+    player: int
+
+
 @dataclass
 class Rendered:
     """An episode as tokens. All arrays have shape [T].
 
     ids: token ids. owner: the player whose action each token is (0 for context and template
     formatting). turn: index of the episode turn the token acts in (-1 for formatting).
-    thought: True on player two's reasoning tokens (tags included).
+    thought: True on player two's reasoning tokens (tags included). inputs: for a player that is
+    not a language model, its input in the state before each token ({name: [T, ...]}; the state
+    of an LM is the token prefix itself).
     """
 
     ids: np.ndarray
     owner: np.ndarray
     turn: np.ndarray
     thought: np.ndarray
+    inputs: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -149,8 +168,13 @@ class Game(ABC):
         return self.first_player if acted % 2 == 0 else 3 - self.first_player
 
     @abstractmethod
-    def observation(self, episode: Episode, player: int) -> list[Message]:
-        """The chat `player` acts on: its role prompt and the turns it sees (its own as 'assistant')."""
+    def observation(self, episode: Episode, player: int) -> list[Message] | StepView:
+        """The chat `player` acts on: its role prompt and the turns it sees (its own as 'assistant');
+        a StepView for a player that is not a language model."""
+
+    def apply(self, episode: Episode, turn: Turn) -> None:
+        """Append `turn` to the episode and advance the game's state (e.g. step its environment)."""
+        episode.turns.append(turn)
 
     @abstractmethod
     def judge(self, episodes: list[Episode]) -> None:
@@ -266,8 +290,9 @@ def reward_to_go(episode: Episode, rendered: Rendered, player: int) -> np.ndarra
 def learner_rewards(episode: Episode, rendered: Rendered, player: int) -> np.ndarray:
     """The player's rewards in the MDP induced by fixing the other player (Fig. 3). float64 [T].
 
-    Turn k's reward r^i goes on the player's last own token at or before the end of turn k (for
-    its own turn, its end-of-turn action); rewards before its first action are lost to it. A
+    Turn k's reward r^i goes on the player's last own token in a turn up to k (for its own turn,
+    its end-of-turn action), whether or not turn k is in its view; rewards before its first action
+    are lost to it. A
     shaping term of the player's learning, outside the game's payoff (episode.meta["shaping"],
     e.g. an attacker's diversity penalty), goes on its last token.
     """
@@ -277,12 +302,10 @@ def learner_rewards(episode: Episode, rendered: Rendered, player: int) -> np.nda
     if shaping and len(own):
         r[own[-1]] += shaping
     for k, t in enumerate(episode.turns):
-        positions = np.flatnonzero(rendered.turn == k)
         reward = t.rewards[player - 1]
-        if reward and len(positions):
-            earlier = own[own <= positions[-1]]
-            if len(earlier):
-                r[earlier[-1]] += reward
+        earlier = own[rendered.turn[own] <= k]
+        if reward and len(earlier):
+            r[earlier[-1]] += reward
     return r
 
 

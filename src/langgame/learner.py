@@ -18,7 +18,7 @@ import torch
 from langgame.algos.base import Experience, Rule
 from langgame.config import AlgoConfig, OptimConfig
 from langgame.models import Policy
-from langgame.objective import kl_estimate, loss, policy_forward
+from langgame.objective import kl_estimate, loss
 
 # micro-batch -> (loss already divided by the whole step's normaliser, float metrics summed over micro-batches)
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
@@ -71,23 +71,23 @@ class Learner:
         """Fill reference / old log-probs / values without gradients; with the KL in the reward,
         subtract it from exp.rewards. Where the rollout engine recorded behaviour log-probs, report
         their gap to the learner's own (rollout/logp_gap: mean |log pi_engine - log pi_learner|)."""
-        algo, policy, model = self.algo, self.policy, self.policy.model
+        algo, policy = self.algo, self.policy
         want_old = rule.needs_old_logp or (algo.kl_coef > 0 and algo.kl_in == "reward") or algo.tis_cap is not None
         ref, old, values = (torch.zeros_like(exp.mask) for _ in range(3))
-        model.eval()
+        policy.model.eval()
         for idx in _chunks(len(exp.mask), self.micro_batch_size):
             mb = exp.rows(idx).to(self.device)
             b, where, cols = mb.batch, mb.mask > 0, slice(0, mb.batch.owner.shape[1])
             t = 1.0 if mb.temperature is None else mb.temperature
             if want_old or rule.needs_values:
                 with policy.autocast(), policy.activated():
-                    fwd = policy_forward(model, b.ids, b.attention, where, hidden=rule.needs_values, temperature=t)
+                    fwd = policy.forward(b, where, hidden=rule.needs_values, temperature=t)
                 old[idx, cols] = fwd.logp.cpu()
                 if rule.needs_values:
                     values[idx, cols] = (self.heads["value"](fwd.hidden) * mb.mask).cpu()
             if algo.kl_coef > 0:
                 with self.reference.autocast(), self.reference.activated():
-                    ref[idx, cols] = policy_forward(self.reference.model, b.ids, b.attention, where, temperature=t).logp.cpu()
+                    ref[idx, cols] = self.reference.forward(b, where, temperature=t).logp.cpu()
         exp.old_logp = old if want_old else None
         exp.values = values if rule.needs_values else None
         metrics = {}
@@ -122,18 +122,29 @@ class Learner:
 
     def _loss(self, mb: Experience, rule: Rule, normaliser: float) -> tuple[torch.Tensor, dict[str, float]]:
         algo, b = self.algo, mb.batch
+        guide = self.guide_coef()
         with self.policy.autocast(), self.policy.activated():
-            fwd = policy_forward(self.policy.model, b.ids, b.attention, mb.mask > 0, entropy=algo.entropy_coef > 0,
-                                 hidden=rule.needs_values, temperature=1.0 if mb.temperature is None else mb.temperature)
+            fwd = self.policy.forward(b, mb.mask > 0, entropy=algo.entropy_coef > 0, hidden=rule.needs_values,
+                                      temperature=1.0 if mb.temperature is None else mb.temperature, guide=guide > 0)
         w, terms, metrics = rule.weights(fwd, mb, self.heads, normaliser)
         if algo.kl_coef > 0 and algo.kl_in == "loss":
             terms["kl"] = (algo.kl_coef, kl_estimate(fwd.logp, mb.ref_logp, algo.kl_estimator))
         if algo.entropy_coef > 0:
             terms["entropy"] = (-algo.entropy_coef, fwd.entropy)
-        for name in ("kl", "entropy"):
+        if fwd.guide is not None:
+            terms["guide"] = (guide, fwd.guide)
+        for name in ("kl", "entropy", "guide"):
             if name in terms:
                 metrics[f"train/{name}"] = float((terms[name][1].detach() * mb.mask).sum() / normaliser)
         return loss(fwd.logp, w, mb.mask, normaliser, terms), {**metrics, "train/tokens": float(b.n_tokens)}
+
+    def guide_coef(self) -> float:
+        """The weight of the teacher-suggestion term now: algo.guide_coef, annealed linearly to 0 over
+        algo.guide_decay_steps optimizer steps (0: constant)."""
+        algo = self.algo
+        if algo.guide_decay_steps == 0:
+            return algo.guide_coef
+        return algo.guide_coef * max(0.0, 1 - self.step / algo.guide_decay_steps)
 
     def optimize(self, micro_batches: Sequence[Any], loss_fn: LossFn) -> dict[str, float]:
         """One optimizer step: backward loss_fn(mb) for every micro-batch, clip, step. Returns metrics."""

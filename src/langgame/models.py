@@ -21,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from langgame.config import PolicyConfig
 from langgame.errors import LanggameError
-from langgame.game import Episode, Rendered, render
+from langgame.game import Episode, Message, Rendered, render
+from langgame.objective import Batch, Forward, policy_forward
 
 # name -> (package holding the file, file name, pip requirement)
 SHIPPED = {
@@ -77,9 +78,34 @@ class Policy:
     def eot_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.eot_token)
 
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
     def render(self, episode: Episode, viewer: int = 2) -> Rendered:
         """The episode as the `viewer` sees it, tokenized with owners (see game.render)."""
         return render(episode.messages(viewer), self.tokenizer, self.eot_token)
+
+    # --- what a learner and an actor call on any policy (nets.NetPolicy is the other kind) -------------
+
+    def encode(self, observation: list[Message]) -> Rendered:
+        """A player's observation (a chat) as tokens with owners."""
+        return render(observation, self.tokenizer, self.eot_token)
+
+    def sample(self, observations: list[list[Message]], sampling, generator: torch.Generator, backend) -> list:
+        """One turn for each observation from the rollout `backend` (rollout.Generation)."""
+        prompts = [render(o, self.tokenizer, self.eot_token, generation_prompt=True).ids.tolist() for o in observations]
+        return backend.generate(self, prompts, sampling, generator)
+
+    def decode(self, tokens: list[int], truncated: bool) -> str:
+        """A sampled turn's text (without its end-of-turn token)."""
+        content = tokens if truncated else tokens[:-1]
+        return self.tokenizer.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def forward(self, batch: Batch, where: torch.Tensor, entropy: bool = False, hidden: bool = False,
+                temperature: float | torch.Tensor = 1.0, guide: bool = False) -> Forward:
+        """objective.policy_forward over the batch's tokens (an LM is given no teacher suggestions: guide is ignored)."""
+        return policy_forward(self.model, batch.ids, batch.attention, where, entropy, hidden, temperature)
 
 
 def langgame_home() -> Path:
@@ -238,6 +264,10 @@ def load_policy(config: PolicyConfig | str) -> Policy:
     config = PolicyConfig(model=config) if isinstance(config, str) else config
     dtype = getattr(torch, config.dtype)
     spec = config.model
+    from langgame import nets
+
+    if nets.is_net(spec):
+        return nets.load_net_policy(config)
     adapter = Path(spec).expanduser() / "adapter_config.json"
     if adapter.is_file():
         base_spec = json.loads(adapter.read_text())["base_model_name_or_path"]
@@ -278,4 +308,5 @@ def save_policy(policy: Policy, directory: Path) -> None:
             nested.rmdir()
     else:
         policy.model.save_pretrained(directory)
-    policy.tokenizer.save_pretrained(directory)
+    if getattr(policy, "tokenizer", None) is not None:  # a network player (nets.NetPolicy) has none
+        policy.tokenizer.save_pretrained(directory)

@@ -17,13 +17,15 @@ from langgame.game import Rendered
 
 @dataclass
 class Batch:
-    """Rendered episodes, right-padded. ids, attention: [B, T+1]; owner, turn, thought: [B, T] per action."""
+    """Rendered episodes, right-padded. ids, attention: [B, T+1]; owner, turn, thought: [B, T] per action;
+    inputs: a non-LM player's input in the state before each action, {name: [B, T, ...]} (else None)."""
 
     ids: torch.Tensor
     attention: torch.Tensor
     owner: torch.Tensor
     turn: torch.Tensor
     thought: torch.Tensor
+    inputs: dict[str, torch.Tensor] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -39,7 +41,8 @@ def collate(rendered: list[Rendered], pad_id: int, max_length: int | None = None
     The width is rounded up to a multiple of PAD_MULTIPLE: bf16 matmuls on CPU (oneDNN) compile
     a kernel per shape, and repeating shapes hit its cache.
     """
-    rendered = [Rendered(r.ids[:max_length], r.owner[:max_length], r.turn[:max_length], r.thought[:max_length]) for r in rendered]
+    rendered = [Rendered(r.ids[:max_length], r.owner[:max_length], r.turn[:max_length], r.thought[:max_length],
+                         r.inputs and {k: v[:max_length] for k, v in r.inputs.items()}) for r in rendered]
     length = -(-max(len(r) for r in rendered) // PAD_MULTIPLE) * PAD_MULTIPLE
     b = len(rendered)
     ids = np.full((b, length), pad_id, dtype=np.int64)
@@ -51,8 +54,16 @@ def collate(rendered: list[Rendered], pad_id: int, max_length: int | None = None
         n = len(r)
         ids[i, :n], attention[i, :n] = r.ids, 1
         owner[i, :n], turn[i, :n], thought[i, :n] = r.owner, r.turn, r.thought
+    inputs = None
+    if rendered[0].inputs is not None:  # the state before action t is row t of a rendered episode
+        inputs = {}
+        for k, first in rendered[0].inputs.items():
+            x = np.zeros((b, length - 1, *first.shape[1:]), dtype=first.dtype)
+            for i, r in enumerate(rendered):
+                x[i, : len(r) - 1] = r.inputs[k][: len(r) - 1]
+            inputs[k] = torch.from_numpy(x)
     t = torch.from_numpy
-    return Batch(t(ids), t(attention), t(owner[:, 1:]), t(turn[:, 1:]), t(thought[:, 1:]))
+    return Batch(t(ids), t(attention), t(owner[:, 1:]), t(turn[:, 1:]), t(thought[:, 1:]), inputs)
 
 
 @dataclass
@@ -62,6 +73,7 @@ class Forward:
     logp: torch.Tensor
     entropy: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    guide: torch.Tensor | None = None  # KL(a teacher's suggested action || pi) where a player is given one, else 0
 
 
 def policy_forward(

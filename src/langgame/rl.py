@@ -28,7 +28,7 @@ from langgame.algos.base import Experience
 from langgame.checkpoint import load_checkpoint, save_checkpoint
 from langgame.config import RLConfig
 from langgame.engine import Engine
-from langgame.game import Episode, Game, learner_rewards, render
+from langgame.game import Episode, Game, learner_rewards
 from langgame.games import make_game
 from langgame.loop import drive
 from langgame.models import Policy, load_policy
@@ -51,8 +51,8 @@ def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, g
     if not keep:
         return None
     episodes, groups = [episodes[i] for i in keep], [groups[i] for i in keep]
-    rendered = [render(game.observation(e, role), policy.tokenizer, policy.eot_token) for e in episodes]
-    batch = collate(rendered, policy.tokenizer.pad_token_id)
+    rendered = [policy.encode(game.observation(e, role)) for e in episodes]
+    batch = collate(rendered, policy.pad_id)
     rewards = np.zeros(batch.owner.shape)
     sampled = torch.zeros(batch.owner.shape, dtype=torch.bool)
     for i, (e, r) in enumerate(zip(episodes, rendered)):
@@ -104,11 +104,11 @@ class RLRun:
     def __init__(self, cfg: RLConfig, checkpoint: Path | None, address: str | None = None):
         self.cfg = cfg
         self.game = make_game(cfg.game)
-        self.rule = RULES[cfg.algo.name](cfg.algo)
         self.player_cfg = {1: cfg.player1, 2: cfg.player2}
         self.temperature = {p: c.sampling.temperature for p, c in self.player_cfg.items()}
-        self.engine = Engine(cfg, checkpoint, self.rule.needs_values, address)
+        self.engine = Engine(cfg, checkpoint, address)
         self.policies, self.initial, self.seat, self.backend = self.engine.policies, self.engine.initial, self.engine.seat, self.engine.backend
+        self.rules = {seat: RULES[cfg.algo_of(p).name](cfg.algo_of(p)) for p, seat in self.seat.items()}  # each seat's learning rule
         state = load_checkpoint(checkpoint, {})[0] if checkpoint is not None else {}  # state.json and the driver's RNG
         self.iteration = state.get("iteration", 0)
         if "game" in state:
@@ -163,9 +163,9 @@ class RLRun:
                     experiences.setdefault(self.seat[p], []).append(exp)
         update_s, update_tokens = 0.0, 0.0
         for seat, parts in experiences.items():
-            scored, exp = self.engine.score(seat, Experience.concat(parts), self.rule)
+            scored, exp = self.engine.score(seat, Experience.concat(parts), self.rules[seat])
             t0 = time.perf_counter()
-            out, version = self.engine.update(seat, exp, self.rule)
+            out, version = self.engine.update(seat, exp, self.rules[seat])
             update_s += time.perf_counter() - t0
             self.engine.load_weights(seat, version)
             values.update({f"{k}_{seat}": v for k, v in {**scored, **out}.items()})

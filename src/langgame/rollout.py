@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 from langgame.config import Sampling
 from langgame.errors import LanggameError
-from langgame.game import Episode, Game, Turn, render
+from langgame.game import Episode, Game, Turn
 from langgame.models import Policy
 from langgame.objective import PAD_MULTIPLE
 
@@ -36,7 +36,7 @@ class Backend(Protocol):
     def generate(self, policy: Policy, prompts: list[list[int]], sampling: Sampling, generator: torch.Generator) -> list[Generation]: ...
 
 
-def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_logits(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample from softmax(logits / T) restricted to the top-p nucleus. [N, V] -> ids [N], log-probs [N]."""
     logp = torch.log_softmax(logits.float() / max(sampling.temperature, 1e-6), dim=-1)
     if sampling.top_p < 1.0:
@@ -107,7 +107,7 @@ class HFBackend:
             logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
                            use_cache=True, logits_to_keep=1).logits[:, -1]
             for _ in range(sampling.max_new_tokens):
-                token, logp = _sample(logits, sampling, generator)
+                token, logp = sample_logits(logits, sampling, generator)
                 for i, t, lp in zip(alive.tolist(), token.tolist(), logp.tolist()):
                     out[i].tokens.append(t)
                     out[i].logprobs.append(lp)
@@ -148,16 +148,14 @@ class Actor:
         the policy must be at that weight version (StaleWeightsError otherwise)."""
         if self.policy is None:
             for e in episodes:
-                e.turns.append(Turn(player, game.scripted_turn(e, player)))
+                game.apply(e, Turn(player, game.scripted_turn(e, player)))
             return
         if version is not None and self.policy.version != version:
             raise StaleWeightsError(f"player {player}: the actor holds weight version {self.policy.version}, expected {version}")
-        tok = self.policy.tokenizer
-        prompts = [render(game.observation(e, player), tok, self.policy.eot_token, generation_prompt=True).ids.tolist() for e in episodes]
-        for e, g in zip(episodes, (self.backend or DEFAULT_BACKEND).generate(self.policy, prompts, self.sampling, generator)):
-            content = g.tokens if g.truncated else g.tokens[:-1]
-            text = tok.decode(content, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            e.turns.append(Turn(player, text, tokens=tuple(g.tokens), logprobs=tuple(g.logprobs), truncated=g.truncated))
+        views = [game.observation(e, player) for e in episodes]
+        for e, g in zip(episodes, self.policy.sample(views, self.sampling, generator, self.backend or DEFAULT_BACKEND)):
+            text = self.policy.decode(g.tokens, g.truncated)
+            game.apply(e, Turn(player, text, tokens=tuple(g.tokens), logprobs=tuple(g.logprobs), truncated=g.truncated))
 
     def load_weights(self, version: int) -> None:
         """The learner's weights at `version` are this actor's (the two share one model in a worker);

@@ -14,12 +14,13 @@ in the driver's process or in a Ray actor (engine.py): load_players, then add_le
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import peft
 import torch
 
+from langgame.algos import RULES
 from langgame.algos.ppo import ValueHead
 from langgame.checkpoint import load_checkpoint
 from langgame.config import ConfigError, LoraSettings, RLConfig
@@ -29,8 +30,7 @@ from langgame.models import Policy, load_policy
 
 def frozen(policy: Policy) -> Policy:
     """A frozen copy of a policy (the reference pi_ref, or a fixed opponent)."""
-    model = copy.deepcopy(policy.model).eval().requires_grad_(False)
-    return Policy(model, policy.tokenizer, policy.name, policy.eot_token, policy.compute_dtype)
+    return replace(policy, model=copy.deepcopy(policy.model).eval().requires_grad_(False))
 
 
 def seat_of(player: int, sharing: str) -> str:
@@ -76,15 +76,15 @@ def load_players(cfg: RLConfig, checkpoint: Path | None, players: list[int] | No
     return Seats(policies, initial, {}, seat)
 
 
-def add_learners(seats: Seats, cfg: RLConfig, checkpoint: Path | None, needs_values: bool) -> dict:
-    """One Learner per seat (value heads when the rule needs them), restored from the checkpoint when
-    resuming. Returns the checkpoint's state.json ({} for a new run)."""
+def add_learners(seats: Seats, cfg: RLConfig, checkpoint: Path | None) -> dict:
+    """One Learner per seat with the player's algo and optim (a value head when its rule needs one),
+    restored from the checkpoint when resuming. Returns the checkpoint's state.json ({} for a new run)."""
     for p, name in seats.seat.items():
         if name not in seats.learners:
-            policy = seats.policies[p]
-            heads = {"value": ValueHead(policy.model.config.hidden_size).to(_device(policy))} if needs_values else {}
+            policy, algo = seats.policies[p], cfg.algo_of(p)
+            heads = {"value": ValueHead(policy.model.config.hidden_size).to(_device(policy))} if RULES[algo.name].needs_values else {}
             params = [x for n, x in policy.model.named_parameters() if f".{policy.adapter}." in n] if cfg.sharing == "lora" else None
-            seats.learners[name] = Learner(policy, cfg.optim, cfg.max_steps * cfg.algo.epochs, heads, params, cfg.algo,
+            seats.learners[name] = Learner(policy, cfg.optim_of(p), cfg.max_steps * algo.epochs, heads, params, algo,
                                            seats.initial[p], cfg.micro_batch_size)
     return load_checkpoint(checkpoint, seats.learners)[0] if checkpoint is not None else {}
 
@@ -95,7 +95,7 @@ def _device(policy: Policy) -> torch.device:
 
 def _needs_initial(cfg: RLConfig, p: int) -> bool:
     other, specs = 3 - p, {1: cfg.player1.policy, 2: cfg.player2.policy}
-    return (cfg.algo.kl_coef > 0 or other in cfg.learners
+    return (cfg.algo_of(p).kl_coef > 0 or other in cfg.learners
             or (other not in cfg.learners and specs[other] == specs[p].model_copy(update={"lora": None})))
 
 

@@ -46,7 +46,8 @@ class Experience:
             return None if x is None else x[idx][:, : width - 1] if x.dim() == 2 else x[idx]
 
         b = self.batch
-        batch = Batch(b.ids[idx][:, :width], b.attention[idx][:, :width], cut(b.owner), cut(b.turn), cut(b.thought))
+        inputs = b.inputs and {k: v[idx][:, : width - 1] for k, v in b.inputs.items()}
+        batch = Batch(b.ids[idx][:, :width], b.attention[idx][:, :width], cut(b.owner), cut(b.turn), cut(b.thought), inputs)
         return replace(self, batch=batch, **{f.name: cut(getattr(self, f.name)) for f in fields(self) if f.name != "batch"})
 
     def to(self, device: torch.device) -> Experience:
@@ -55,7 +56,8 @@ class Experience:
             return self
         move = lambda x: None if x is None else x.to(device)  # noqa: E731
         b = self.batch
-        batch = Batch(*(move(getattr(b, f.name)) for f in fields(Batch)))
+        inputs = b.inputs and {k: v.to(device) for k, v in b.inputs.items()}
+        batch = Batch(*(move(getattr(b, f.name)) for f in fields(Batch) if f.name != "inputs"), inputs)
         return replace(self, batch=batch, **{f.name: move(getattr(self, f.name)) for f in fields(self) if f.name != "batch"})
 
     @staticmethod
@@ -70,11 +72,15 @@ class Experience:
                 return None
             if values[0].dim() == 1:
                 return torch.cat(values)
-            return torch.cat([torch.nn.functional.pad(v, (0, size - v.shape[1]), value=fill) for v in values])
+            padded = [v.new_full((v.shape[0], size, *v.shape[2:]), fill) for v in values]
+            for p, v in zip(padded, values):
+                p[:, : v.shape[1]] = v
+            return torch.cat(padded)
 
         b = [p.batch for p in parts]
+        inputs = b[0].inputs and {k: cat([x.inputs[k] for x in b], width - 1) for k in b[0].inputs}
         batch = Batch(cat([x.ids for x in b], width), cat([x.attention for x in b], width), cat([x.owner for x in b], width - 1),
-                      cat([x.turn for x in b], width - 1, -1), cat([x.thought for x in b], width - 1))
+                      cat([x.turn for x in b], width - 1, -1), cat([x.thought for x in b], width - 1), inputs)
         return Experience(batch, **{f.name: cat([getattr(p, f.name) for p in parts], width - 1) for f in fields(Experience) if f.name != "batch"})
 
 

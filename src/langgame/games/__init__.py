@@ -11,6 +11,7 @@ GAMES = {
     "secret": "langgame.games.secret:SecretGame",
     "qa": "langgame.games.qa:QAGame",
     "redteam": "langgame.games.redteam:RedTeamGame",
+    "babyai": "langgame.games.babyai:BabyAIGame",
 }
 
 

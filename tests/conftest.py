@@ -22,6 +22,31 @@ def smollm2():
     return load_policy("smollm2-135m-instruct")
 
 
+def kill_and_resume(cfg, at: int) -> None:
+    """Train an RL config whose run dies (RuntimeError) when step `at` begins, then --resume it to the end."""
+    from langgame import rl
+
+    step = rl.RLRun.step
+
+    def dying(self):
+        if self.iteration == at:
+            raise RuntimeError("killed")
+        return step(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rl.RLRun, "step", dying)
+        with pytest.raises(RuntimeError, match="killed"):
+            rl.train_rl(cfg)
+    rl.train_rl(cfg, resume=True)
+
+
+def final_weights(run_dir, seat: str = "") -> dict:
+    """Every tensor of a run's final/ (or final/<seat>/) safetensors files."""
+    from safetensors.torch import load_file
+
+    return {k: v for f in (run_dir / "final" / seat).glob("*.safetensors") for k, v in load_file(f).items()}
+
+
 def dialogue() -> Episode:
     """Multi-turn, with context, a Q-C-A turn and a player trying to forge a control token."""
     return Episode(

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
+from safetensors.torch import load_file
 
+from conftest import final_weights, kill_and_resume
 from langgame.algos.base import Experience
 from langgame.algos.ppo import clipped_weights, gae
 from langgame.algos.reinforce import Reinforce, loo_baseline
@@ -224,28 +226,12 @@ def test_learning_raises_the_learners_reward(rl_config, algo, lr):
 
 
 def test_rl_resume_equals_uninterrupted_run(rl_config):
-    from langgame import rl
-
     algo = {"name": "ppo", "group_size": 2, "kl_coef": 0.05, "entropy_coef": 0.01}
     whole = train_rl(load_train_config(rl_config("whole", algo=algo)))
     cut_cfg = load_train_config(rl_config("cut", algo=algo))
-    step = rl.RLRun.step
-
-    def dying(self):
-        if self.iteration == 3:
-            raise RuntimeError("killed")
-        return step(self)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rl.RLRun, "step", dying)
-        with pytest.raises(RuntimeError, match="killed"):
-            train_rl(cut_cfg)
-    train_rl(cut_cfg, resume=True)
-    from safetensors.torch import load_file
-
-    a = load_file(whole / "final" / "model.safetensors")
-    b = load_file(cut_cfg.run_dir / "final" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    kill_and_resume(cut_cfg, at=3)
+    a, b = final_weights(whole), final_weights(cut_cfg.run_dir)
+    assert a and all(torch.equal(a[k], b[k]) for k in a)
     va = load_file(whole / "checkpoints" / "step_0000004" / "player2" / "value.safetensors")
     vb = load_file(cut_cfg.run_dir / "checkpoints" / "step_0000004" / "player2" / "value.safetensors")
     assert all(torch.equal(va[k], vb[k]) for k in va)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
-from safetensors.torch import load_file
 
+from conftest import final_weights, kill_and_resume
 from langgame.config import load_train_config
 from langgame.game import Episode, Game, Payoff, view
 from langgame.games import GAMES
@@ -138,25 +138,11 @@ def test_shared_weights_learn_both_roles_with_per_role_baselines(config):
 
 @pytest.mark.parametrize("sharing", ["separate", "lora"])
 def test_two_learner_resume_equals_uninterrupted_run(config, sharing):
-    import langgame.rl as rl
-
     whole = train_rl(config("whole", sharing=sharing, algo={"name": "reinforce", "group_size": 2, "kl_coef": 0.05}))
     cut = config("cut", sharing=sharing, algo={"name": "reinforce", "group_size": 2, "kl_coef": 0.05})
-    step = rl.RLRun.step
-
-    def dying(self):
-        if self.iteration == 3:
-            raise RuntimeError("killed")
-        return step(self)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rl.RLRun, "step", dying)
-        with pytest.raises(RuntimeError):
-            train_rl(cut)
-    train_rl(cut, resume=True)
+    kill_and_resume(cut, at=3)
     for seat in ("player1", "player2"):
-        a = {k: v for f in (whole / "final" / seat).glob("*.safetensors") for k, v in load_file(f).items()}
-        b = {k: v for f in (cut.run_dir / "final" / seat).glob("*.safetensors") for k, v in load_file(f).items()}
+        a, b = final_weights(whole, seat), final_weights(cut.run_dir, seat)
         assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     state = lambda d: json.loads((d / "checkpoints" / "step_0000004" / "state.json").read_text())["game"]  # noqa: E731
     assert state(cut.run_dir) == state(whole) and state(whole)["judged"] > 4 * 4 * 2  # restored, then counted on

@@ -63,7 +63,8 @@ def drive(build: Callable[[object, Path | None], Run], cfg, resume: bool = False
     run = build(cfg, checkpoint)
     if checkpoint is not None:
         console.print(f"resuming from {checkpoint}")
-    log = MetricsLog(cfg.run_dir, resume_step=run.iteration if checkpoint is not None else None)
+    # --resume of a run killed before its first checkpoint starts over: its metrics too
+    log = MetricsLog(cfg.run_dir, resume_step=(run.iteration if checkpoint is not None else -1) if resume else None)
     started = time.perf_counter()
     done = {"eval": -1, "save": run.iteration if checkpoint is not None else -1}
 

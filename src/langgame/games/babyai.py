@@ -43,12 +43,8 @@ NET_CONFIG = {  # nets.BabyAINet over the inputs `encode` makes
     "n_objects": len(OBJECT_TO_IDX), "n_colors": len(IDX_TO_COLOR), "n_states": len(STATE_TO_IDX), "vocab": len(WORDS) + 2,
     "actions": list(ACTIONS), "max_hint_age": MAX_HINT_AGE, "hidden_size": 128,
 }
-TEACHER = (
-    "You are a teacher guiding an agent through a grid world. The agent sees the 7x7 cells in front of it. "
-    "Each time, you are told what it sees; reply with the one action it should take next: "
-    "left (turn left), right (turn right), forward, pickup, drop, toggle (open a door) or done."
-)
-QUESTION = "Which action next: left, right, forward, pickup, drop, toggle or done? Answer with one word."
+TEACHER = "You guide an agent in a grid world. Told what it sees, reply with its next action in one word."
+QUESTION = "Action: left, right, forward, pickup, drop, toggle or done?"
 HINT_WORDS = [  # the first of these in a reply is the suggested action
     (re.compile(r"\bleft\b"), 0), (re.compile(r"\bright\b"), 1), (re.compile(r"\b(forward|ahead|straight)\b"), 2),
     (re.compile(r"\bpick\s*up\b"), 3), (re.compile(r"\bdrop\b"), 4), (re.compile(r"\b(toggle|open)\b"), 5),
@@ -79,7 +75,7 @@ def describe(obs: dict) -> str:
             seen.append(f"{door}{IDX_TO_COLOR[color]} {name} ({', '.join(where)})")
     front = IDX_TO_OBJECT[int(image[cx, cy - 1, 0])]
     front = {"empty": "nothing", "unseen": "nothing visible"}.get(front, f"a {front}")
-    return f"Mission: {obs['mission']}. You see: {'; '.join(seen) or 'no objects'}. Directly in front: {front}. {QUESTION}"
+    return f"{obs['mission'].capitalize()}. You see: {'; '.join(seen) or 'no objects'}. In front: {front}. {QUESTION}"
 
 
 def encode(obs: dict, hint: int | None, age: int) -> dict[str, np.ndarray]:
@@ -113,6 +109,7 @@ class State:
     actions: list = field(default_factory=list)
     turns: list = field(default_factory=list)
     described: dict = field(default_factory=dict)
+    bot: tuple[int, int | None] = (-1, None)  # (steps, BabyAIBot's action then)
 
 
 class BabyAIGame(Game):
@@ -169,7 +166,7 @@ class BabyAIGame(Game):
             s.described[index] = describe(s.obs)
             s.hint, s.hint_age, s.hinted_at = parse_hint(turn.text), 0, s.steps
             episode.meta["hints"].append(s.hint)
-            episode.meta["bot"].append(self.bot_action(s.env))
+            episode.meta["bot"].append(self.bot_action(s))
             return
         action = turn.tokens[0] if turn.tokens is not None else ACTIONS.index(turn.text)
         s.inputs.append(encode(s.obs, s.hint, s.hint_age))
@@ -181,16 +178,19 @@ class BabyAIGame(Game):
             with_turn_rewards(episode, index, (float(reward), float(reward)))
 
     @staticmethod
-    def bot_action(env) -> int | None:
+    def bot_action(s: State) -> int | None:
         """BabyAIBot's action in the environment's current state (None where the bot cannot plan)."""
-        try:
-            return int(BabyAIBot(env).replan())
-        except Exception:  # noqa: BLE001 - the bot asserts on states it has no plan for
-            return None
+        if s.bot[0] != s.steps:
+            try:
+                action = int(BabyAIBot(s.env).replan())
+            except Exception:  # noqa: BLE001 - the bot asserts on states it has no plan for
+                action = None
+            s.bot = (s.steps, action)
+        return s.bot[1]
 
     def scripted_turn(self, episode: Episode, player: int) -> str:
         """The oracle teacher: BabyAIBot's action."""
-        action = self.bot_action(episode.state.env)
+        action = self.bot_action(episode.state)
         return ACTIONS[action] if action is not None else "none"
 
     def judge(self, episodes: list[Episode]) -> None:
@@ -208,8 +208,9 @@ class BabyAIGame(Game):
             "steps": float(np.mean([e.meta["frames"] for e in episodes])),
         }
         pairs = [(h, b) for e in episodes for h, b in zip(e.meta["hints"], e.meta["bot"])]
+        scored = [h == b for h, b in pairs if b is not None]
+        if scored:
+            out["hint_agreement"] = float(np.mean(scored))
         if pairs:
-            scored = [h == b for h, b in pairs if b is not None]
-            out["hint_agreement"] = float(np.mean(scored)) if scored else float("nan")
             out["hint_fallback"] = float(np.mean([h is None for h, _ in pairs]))
         return out

@@ -181,3 +181,17 @@ def test_teacher_and_student_both_learn_and_a_killed_run_resumes_bit_exactly(con
     for seat in ("player1", "player2"):
         a, b = final_weights(whole, seat), final_weights(cut.run_dir, seat)
         assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("level", ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0"])
+def test_harder_levels_are_described_encoded_and_solved_with_the_oracle(level):
+    game = BabyAIGame(BabyAIGame.Options(level=level, hint_every=4))
+    e = game.initial(random.Random(5), "train")
+    view = game.observation(e, 2)
+    words = view.inputs["mission"][0]
+    assert (words[words > 0] > 1).all(), e.meta["mission"]  # 1 would be a word the student does not know
+    assert " (" in describe(e.state.obs) and "no objects" not in describe(e.state.obs)
+    while (p := game.current_player(e)) is not None:
+        game.apply(e, Turn(p, game.scripted_turn(e, 1) if p == 1 else ACTIONS[game.bot_action(e.state)]))
+    game.judge([e])
+    assert e.meta["success"] and game.metrics([e])["hint_agreement"] == 1.0

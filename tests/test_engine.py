@@ -61,6 +61,11 @@ def same_weights(a, b):
         assert x and x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), seat
 
 
+def steady(run_dir):
+    """The run's metrics without wall-clock numbers."""
+    return [{k: v for k, v in r.items() if "time/" not in k and "_per_s" not in k} for r in read_metrics(run_dir)]
+
+
 def files(run_dir, sub):
     return sorted(str(f.relative_to(run_dir)) for f in (run_dir / sub).rglob("*") if f.is_file())
 
@@ -70,9 +75,7 @@ def test_ray_engine_gives_bitwise_the_weights_and_metrics_of_the_local_engine(co
     same_weights(run_dir, local_run)
     for seat in ("player1", "player2"):  # both learned: LoRA's B matrices start at zero
         assert all(v.abs().sum() > 0 for k, v in weights(run_dir, seat).items() if "lora_B" in k)
-    drop = ("time/", "_per_s")  # wall-clock numbers
-    metrics = lambda d: [{k: v for k, v in r.items() if not any(x in k for x in drop)} for r in read_metrics(d)]  # noqa: E731
-    assert metrics(run_dir) == metrics(local_run) and len(metrics(run_dir)) == 3 + 2  # 3 steps, evaluations at 0 and 3
+    assert steady(run_dir) == steady(local_run) and len(steady(run_dir)) == 3 + 2  # 3 steps, evaluations at 0 and 3
     # the same layout: checkpoints/step_N/<seat>/..., final/<seat>/..., written by the workers
     assert files(run_dir, "checkpoints") == files(local_run, "checkpoints") and files(run_dir, "final") == files(local_run, "final")
     for name in ("rng.safetensors", "state.json"):  # the driver's RNG state: the workers drew from the same stream
@@ -108,3 +111,15 @@ def test_address_needs_the_ray_engine(config, capsys):
     _, path = config("address", engine="local")
     assert main(["train", str(path), "--address", "auto"]) == 2
     assert "--address auto: joining a Ray cluster needs stage: rl with engine: ray" in capsys.readouterr().err
+
+
+def test_an_llm_teacher_and_a_network_student_run_on_ray_as_in_one_process(config):
+    """The BabyAI game: a tiny LM teacher (REINFORCE) and the babyai-net student (PPO) in two Ray actors."""
+    babyai = {"game": {"name": "babyai", "options": {"hint_every": 8}}, "max_steps": 2, "save_every": 0,
+              "player1": {"policy": {"model": "tiny-random", "device": "cpu"}, "sampling": {"max_new_tokens": 4}},
+              "player2": {"policy": {"model": "babyai-net", "device": "cpu"},
+                          "algo": {"name": "ppo", "group_size": 2, "epochs": 2, "guide_coef": 0.5}, "optim": {"lr": 1e-3}}}
+    local = rl.train_rl(config("babyai_local", engine="local", **babyai)[0])
+    remote = rl.train_rl(config("babyai_ray", engine="ray", **babyai)[0])
+    same_weights(remote, local)
+    assert steady(remote) == steady(local) and sum("game/frames" in r for r in steady(remote)) == 2

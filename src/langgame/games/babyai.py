@@ -109,7 +109,8 @@ class State:
     actions: list = field(default_factory=list)
     turns: list = field(default_factory=list)
     described: dict = field(default_factory=dict)
-    bot: tuple[int, int | None] = (-1, None)  # (steps, BabyAIBot's action then)
+    bot: BabyAIBot | None = None  # follows the student's every step (it keeps a map of what it has seen)
+    suggestion: int | None = None  # the bot's action in the current state
 
 
 class BabyAIGame(Game):
@@ -135,8 +136,11 @@ class BabyAIGame(Game):
         seed = 2 * rng.randrange(2**30) + (split == "eval")
         env = gym.make(self.options.level).unwrapped
         obs, _ = env.reset(seed=seed)
+        state = State(env, obs)
+        if self.options.hint_every:
+            self._replan(state, None)
         meta = {"level": self.options.level, "seed": seed, "mission": obs["mission"], "hints": [], "bot": []}
-        return Episode([Turn(0, f"Mission: {obs['mission']}")], payoff=self.payoff, game=self.name, meta=meta, state=State(env, obs))
+        return Episode([Turn(0, f"Mission: {obs['mission']}")], payoff=self.payoff, game=self.name, meta=meta, state=state)
 
     def current_player(self, episode: Episode) -> int | None:
         s, every = episode.state, self.options.hint_every
@@ -174,19 +178,29 @@ class BabyAIGame(Game):
         s.turns.append(index)
         s.obs, reward, terminated, truncated, _ = s.env.step(action)
         s.steps, s.hint_age, s.done = s.steps + 1, s.hint_age + 1, terminated or truncated
+        if self.options.hint_every and not s.done:
+            self._replan(s, action)
         if reward:
             with_turn_rewards(episode, index, (float(reward), float(reward)))
 
     @staticmethod
-    def bot_action(s: State) -> int | None:
-        """BabyAIBot's action in the environment's current state (None where the bot cannot plan)."""
-        if s.bot[0] != s.steps:
+    def _replan(s: State, action_taken: int | None) -> None:
+        """Tell the bot the student's last action and take its suggestion for the new state; a bot that
+        cannot plan (it asserts on states it has no plan for) starts over from what the student sees now."""
+        for fresh in (s.bot is None, True):
             try:
-                action = int(BabyAIBot(s.env).replan())
-            except Exception:  # noqa: BLE001 - the bot asserts on states it has no plan for
-                action = None
-            s.bot = (s.steps, action)
-        return s.bot[1]
+                if fresh:
+                    s.bot, action_taken = BabyAIBot(s.env), None
+                s.suggestion = int(s.bot.replan(action_taken))
+                return
+            except Exception:  # noqa: BLE001
+                s.bot = None
+        s.suggestion = None
+
+    @staticmethod
+    def bot_action(s: State) -> int | None:
+        """BabyAIBot's action in the current state (None where it has no plan)."""
+        return s.suggestion
 
     def scripted_turn(self, episode: Episode, player: int) -> str:
         """The oracle teacher: BabyAIBot's action."""

@@ -92,15 +92,24 @@ def aggregate(runs: dict[str, dict[int, dict]]) -> dict:
 
 
 def plot(runs: dict[str, dict[int, dict]], path: Path) -> None:
-    """Eval success against training frames: per arm, the mean over seeds (each interpolated on one grid) and their min..max."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    """Eval success (left) and the LLM teachers' hint agreement with BabyAIBot (right) against training frames:
+    per arm, the mean over seeds (each interpolated on one grid) and their min..max."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for arm, seeds in runs.items():
         grid = np.linspace(0, min(r["frames"] for r in seeds.values()), 100)
-        ys = np.array([np.interp(grid, [c["frames"] for c in r["curve"]], [c["success"] for c in r["curve"]]) for r in seeds.values()])
-        ax.plot(grid, ys.mean(0), label=f"{arm} ({len(seeds)} seeds)")
-        ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2)
-    ax.set(xlabel="student environment frames (training)", ylabel="eval success", ylim=(-0.02, 1.02), title="BabyAI: student with and without a teacher")
-    ax.legend(fontsize=8)
+        for ax, key in zip(axes, ("success", "hint_agreement")):
+            curves = [[(c["frames"], c[key]) for c in r["curve"] if c[key] is not None] for r in seeds.values()]
+            if key == "hint_agreement" and (arm == "oracle" or not all(curves)):
+                continue
+            ys = np.array([np.interp(grid, *zip(*curve)) for curve in curves])
+            ax.plot(grid, ys.mean(0), label=f"{arm} ({len(seeds)} seeds)")
+            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2)
+    axes[0].set(xlabel="student environment frames (training)", ylabel="eval success", ylim=(-0.02, 1.02), title="BabyAI: the student")
+    axes[1].set(xlabel="student environment frames (training)", ylabel="hint agreement with BabyAIBot", ylim=(-0.02, 1.02),
+                title="the LLM teacher")
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -124,6 +133,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads")
     parser.add_argument("--out", type=Path, default=Path("runs/babyai_bench"))
     parser.add_argument("--overwrite", action="store_true", help="rerun runs that already finished")
+    parser.add_argument("--report", action="store_true", help="train nothing: report the runs of --arms/--seeds that finished")
     parser.add_argument("--smoke", action="store_true", help="all arms, tiny-random teacher, 1 seed, 2 steps, 8 eval scenarios, 2 per step")
     args = parser.parse_args()
     if args.smoke:
@@ -133,7 +143,10 @@ def main() -> None:
     for arm in args.arms:
         for seed in args.seeds:
             cfg = config(arm, seed, args)
-            if args.overwrite or not (cfg.run_dir / "summary.json").is_file():
+            done = (cfg.run_dir / "summary.json").is_file()
+            if args.report and not done:
+                continue
+            if args.overwrite or not done:
                 train_rl(cfg, overwrite=True, console=Console(stderr=True, quiet=True))
             result = runs.setdefault(arm, {})[seed] = summarize(cfg.run_dir)
             print(json.dumps({f"{arm}_seed{seed}": {k: v for k, v in result.items() if k != "curve"}}), file=sys.stderr, flush=True)

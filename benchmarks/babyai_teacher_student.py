@@ -102,8 +102,9 @@ def plot(runs: dict[str, dict[int, dict]], path: Path) -> None:
             if key == "hint_agreement" and (arm == "oracle" or not all(curves)):
                 continue
             ys = np.array([np.interp(grid, *zip(*curve)) for curve in curves])
-            ax.plot(grid, ys.mean(0), label=f"{arm} ({len(seeds)} seeds)")
-            ax.fill_between(grid, ys.min(0), ys.max(0), alpha=0.2)
+            color = f"C{ARMS.index(arm)}"  # one colour per arm in both panels
+            ax.plot(grid, ys.mean(0), color=color, label=f"{arm} ({len(seeds)} seeds)")
+            ax.fill_between(grid, ys.min(0), ys.max(0), color=color, alpha=0.2)
     axes[0].set(xlabel="student environment frames (training)", ylabel="eval success", ylim=(-0.02, 1.02), title="BabyAI: the student")
     axes[1].set(xlabel="student environment frames (training)", ylabel="hint agreement with BabyAIBot", ylim=(-0.02, 1.02),
                 title="the LLM teacher")

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from langgame.config import PolicyConfig
 from langgame.game import Rendered, StepView
+from langgame.models import ModelError, Policy, resolve_device
 from langgame.objective import Batch, Forward
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -88,8 +89,6 @@ def is_net(spec: str) -> bool:
 
 def load_net_policy(config: PolicyConfig) -> NetPolicy:
     """A new network (initialised from torch's global RNG, which the driver seeds) or a saved one."""
-    from langgame.models import ModelError, resolve_device
-
     if config.lora is not None or config.dtype != "float32" or config.compute_dtype != "float32":
         raise ModelError(f"model {config.model!r} is a network player: it takes no lora and runs in float32")
     if config.model in NETS:
@@ -122,13 +121,8 @@ class NetPolicy:
     compute_dtype: torch.dtype = torch.float32
     pad_id: int = 0
 
-    @property
-    def version(self) -> int:
-        return getattr(self.model, "langgame_version", 0)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    version = Policy.version  # optimizer steps taken on the model
+    device = Policy.device
 
     def autocast(self):
         return contextlib.nullcontext()

@@ -84,7 +84,7 @@ class Policy:
 
     def render(self, episode: Episode, viewer: int = 2) -> Rendered:
         """The episode as the `viewer` sees it, tokenized with owners (see game.render)."""
-        return render(episode.messages(viewer), self.tokenizer, self.eot_token)
+        return self.encode(episode.messages(viewer))
 
     # --- what a learner and an actor call on any policy (nets.NetPolicy is the other kind) -------------
 
@@ -308,5 +308,5 @@ def save_policy(policy: Policy, directory: Path) -> None:
             nested.rmdir()
     else:
         policy.model.save_pretrained(directory)
-    if getattr(policy, "tokenizer", None) is not None:  # a network player (nets.NetPolicy) has none
+    if policy.tokenizer is not None:  # a network player (nets.NetPolicy) has none
         policy.tokenizer.save_pretrained(directory)

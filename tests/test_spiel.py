@@ -129,6 +129,16 @@ def test_constrained_decoding_renormalises_complete_words(bigram):
     policy.model.zero_grad()
 
 
+def test_without_eot_a_choice_is_a_reply_that_starts_with_the_word(bigram):
+    policy, logsoftmax = bigram
+    prompt = [Message("user", Turn(0, "Say a word."), 0)]
+    words = ["pass", "bet", "bets"]
+    logp = choice_logprobs(policy, [prompt], [words], eot=False)[0].detach().numpy()
+    tok = policy.tokenizer
+    prefix = [sum(float(logsoftmax[a, b]) for a, b in zip(s, s[1:])) for s in (tok("\n")["input_ids"] + tok(w)["input_ids"] for w in words)]
+    assert np.allclose(logp, np.array(prefix) - np.logaddexp.reduce(prefix), atol=1e-6)
+
+
 def test_probabilities_are_distributions_over_legal_actions(bigram):
     policy, _ = bigram
     game = load_game("leduc_poker")

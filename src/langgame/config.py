@@ -73,6 +73,9 @@ class AlgoConfig(Strict):
 
     name: Literal["reinforce", "ppo"] = "reinforce"
     group_size: int = Field(4, gt=0, description="episodes per initial context; RLOO's baseline is the mean of the others")
+    baseline: Literal["group", "game", "batch"] = Field("group", description="reinforce: the baseline of an episode is the mean "
+                                                         "return of the other episodes of its role and of the same initial context "
+                                                         "(group), the same game of a mixture (game), or the whole batch (batch)")
     scale_advantages: bool = False
     kl_coef: float = Field(0.0, ge=0)
     kl_estimator: Literal["k1", "k3"] = "k3"

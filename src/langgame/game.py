@@ -187,6 +187,11 @@ class Game(ABC):
         """Game-specific measurements of judged episodes (e.g. leak rate, answer accuracy)."""
         return {}
 
+    def policy_metrics(self, policies: dict) -> dict[str, float]:
+        """Exact measurements of the players' policies {1: Policy | None, 2: ...} themselves, not of
+        sampled episodes (e.g. an OpenSpiel game's exploitability); {} where there are none."""
+        return {}
+
     def state_dict(self) -> dict:
         """JSON state that a resumed run must restore (e.g. an attacker's history of past attacks)."""
         return {}

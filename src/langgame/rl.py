@@ -70,6 +70,7 @@ def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, g
         rewards=torch.as_tensor(rewards, dtype=torch.float32),
         returns=torch.tensor([e.returns()[role - 1] + s for e, s in zip(episodes, shaping)], dtype=torch.float32),
         groups=torch.tensor(groups),
+        games=torch.tensor([_stable_seed((e.game,)) for e in episodes]),
         roles=torch.full((len(episodes),), role),
         temperature=torch.full((len(episodes),), float(temperature)),
         behaviour_logp=behaviour,
@@ -207,6 +208,8 @@ class RLRun:
             out.update({f"{prefix}/{k}": v for k, v in self.game.metrics(episodes).items()})
             out.update({f"{prefix}/reward_p1": float(returns[:, 0].mean()), f"{prefix}/reward_p2": float(returns[:, 1].mean())})
             current = current or episodes
+        if cfg.engine == "local":  # exact measures need the models (engine ray: they live in the seats' actors)
+            out.update({f"eval/{k}": v for k, v in self.game.policy_metrics(profiles["eval"]).items()})
         if both and self.iteration == 0:
             out.update({f"eval_initial_p{p}/{k[len('eval/'):]}": v for p in cfg.learners for k, v in list(out.items())})
         return out, current

@@ -2,8 +2,9 @@
 
 For each of the learner's actions, A_t = G_t - b, where G_t is the learner's reward-to-go
 (its own rewards from t on, KL shaping included) and b is the mean return of the OTHER episodes
-of the same group (same initial context) in which the learner played the same role. A baseline
-never mixes player-1 and player-2 samples. The loss is the one objective with w_t = A_t.
+of the same group (same initial context) in which the learner played the same role; with
+`baseline: game`, of the same game (a mixture's component) instead, with `batch` of the whole
+batch. A baseline never mixes player-1 and player-2 samples. The loss is the one objective with w_t = A_t.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Reinforce:
         self.cfg = cfg
 
     def advantages(self, exp: Experience) -> None:
-        baseline = loo_baseline(exp.returns, exp.groups, exp.roles)
+        key = {"group": exp.groups, "game": exp.games, "batch": torch.zeros_like(exp.groups)}[self.cfg.baseline]
+        baseline = loo_baseline(exp.returns, key, exp.roles)
         adv = (reward_to_go(exp.rewards) - baseline[:, None]) * exp.mask
         if self.cfg.scale_advantages:
             adv = adv / (adv[exp.mask > 0].std() + 1e-6)

@@ -12,6 +12,8 @@ GAMES = {
     "qa": "langgame.games.qa:QAGame",
     "redteam": "langgame.games.redteam:RedTeamGame",
     "babyai": "langgame.games.babyai:BabyAIGame",
+    "openspiel": "langgame.games.openspiel:OpenSpielGame",
+    "mixture": "langgame.games.mixture:MixtureGame",
 }
 
 

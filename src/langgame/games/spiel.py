@@ -254,9 +254,10 @@ RENDERERS = {"kuhn_poker": view_kuhn, "leduc_poker": view_leduc}
 
 
 def choice_logprobs(
-    policy: Policy, prompts: list[list[Message]], choices: list[list[str]], micro_batch: int = 32
+    policy: Policy, prompts: list[list[Message]], choices: list[list[str]], micro_batch: int = 32, eot: bool = True
 ) -> torch.Tensor:
-    """log pi(choice | prompt) over complete choices (word + <eot>), renormalised per prompt.
+    """log pi(choice | prompt) over complete choices (word + <eot>), renormalised per prompt; with
+    eot False, over replies that start with the word (its own tokens scored, not the <eot>).
 
     prompts: N chats; choices: N lists of distinct words (at least one each). Returns float32
     [N, K] (K = longest choice list) with gradients; entry [i, k] is log pi(choices[i][k] | prompts[i])
@@ -276,7 +277,11 @@ def choice_logprobs(
         for start in range(0, len(order), micro_batch):
             chunk = order[start : start + micro_batch]
             batch = collate([rendered[s] for s in chunk], policy.tokenizer.pad_token_id)
-            where = (batch.owner == RESPONDER).to(device)
+            where = batch.owner == RESPONDER
+            if not eot:  # the reply's last owned token is its <eot>
+                last = where.shape[1] - 1 - where.flip(-1).int().argmax(-1)
+                where[torch.arange(len(where)), last] = False
+            where = where.to(device)
             logp = token_logprobs(policy.model, batch.ids.to(device), batch.attention.to(device), where=where)
             for s, total in zip(chunk, logp.sum(-1)):
                 scores[s] = total

@@ -1,0 +1,148 @@
+"""Mixture of games (paper 4.5, eq. 10): one shared policy on several OpenSpiel games vs single-game specialists.
+
+Arms (examples/mixture_spiel.yaml with these edits; one run per arm and seed, in --out/<arm>_seed<seed>):
+  mixture          the yaml: one shared model on all its games, REINFORCE with a per-(game, role) baseline
+  mixture_global   the same with one baseline per role over the whole batch (algo.baseline=batch)
+  <game>           a specialist on that game alone (e.g. kuhn_poker), with scenarios_per_step / (number of games)
+                   episodes per step: after the same steps it has played as many episodes of its game as the
+                   mixture has on average (equal samples per game)
+For every game and arm: the exact exploitability (of the policy followed on legal replies) and the illegal reply
+rate at the first and the last evaluation, mean ± std over seeds. A run whose summary.json exists is reused;
+--overwrite reruns it. Prints one JSON object, then a Markdown table; writes --out/results.json and
+--out/exploitability.png (exploitability vs episodes of that game, per game).
+
+    .venv/bin/python benchmarks/mixture_games.py --smoke --out /tmp/mixture_smoke   # end to end, tiny-random
+    .venv/bin/python benchmarks/mixture_games.py --seeds 0 1 2 --out runs/mixture_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from rich.console import Console
+
+from langgame.config import RLConfig, load_yaml, validate
+from langgame.metrics import read_metrics
+from langgame.rl import train_rl
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mixture_spiel.yaml"
+MIXTURES = ("mixture", "mixture_global")
+
+
+def games_of(raw: dict) -> list[str]:
+    return [c["options"]["game"] for c in raw["game"]["options"]["games"]]
+
+
+def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
+    raw = load_yaml(EXAMPLE)
+    raw.update(seed=seed, run_dir=str(args.out / f"{arm}_seed{seed}"), threads=args.threads)
+    for key in ("max_steps", "eval_every", "eval_scenarios", "scenarios_per_step"):
+        raw[key] = getattr(args, key) or raw[key]
+    for p in ("player1", "player2"):
+        raw[p]["policy"] = {"model": args.model} if args.model else raw[p]["policy"]
+    components = raw["game"]["options"]["games"]
+    for c in components:
+        c["options"].update(text=args.text) if args.text else None
+    if arm == "mixture_global":
+        raw["algo"]["baseline"] = "batch"
+    elif arm not in MIXTURES:
+        raw["game"] = next(c for c in components if c["options"]["game"] == arm)
+        raw["game"].pop("weight", None)
+        raw["scenarios_per_step"] = max(1, raw["scenarios_per_step"] // len(components))
+    return validate(RLConfig, raw, f"{EXAMPLE} (arm {arm})")
+
+
+def summarize(arm: str, run_dir: Path, games: list[str]) -> dict:
+    """Per game: [{episodes, exploitability, illegal}] at every evaluation (episodes of that game played before it)."""
+    rows, played, out = read_metrics(run_dir), {g: 0.0 for g in games}, {g: [] for g in games}
+    spp = load_yaml(run_dir / "config.yaml")["scenarios_per_step"]
+    for r in rows:
+        prefix = lambda g: "" if arm not in MIXTURES else f"{g}/"  # noqa: E731
+        for g in games if arm in MIXTURES else [arm]:
+            if f"eval/{prefix(g)}exploitability" in r:
+                illegal = np.mean([r.get(f"eval/{prefix(g)}illegal_p{p}", np.nan) for p in (1, 2)])
+                out[g].append({"step": r["step"], "episodes": played[g], "exploitability": r[f"eval/{prefix(g)}exploitability"],
+                               "illegal": float(illegal)})
+            if "reward/p1" in r:
+                share = r.get(f"game/{g}/share", 0.0) if arm in MIXTURES else 1.0
+                played[g] += share * spp
+    return {g: v for g, v in out.items() if v}
+
+
+def stats(values: list[float]) -> dict:
+    x = np.array(values, dtype=float)
+    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "n": len(x)}
+
+
+def plot(runs: dict, games: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(games), figsize=(4.5 * len(games), 3.5), squeeze=False)
+    for ax, g in zip(axes[0], games):
+        for arm, seeds in runs.items():
+            curves = [s[g] for s in seeds.values() if g in s]
+            if curves:
+                n = min(len(c) for c in curves)
+                ax.plot([c["episodes"] for c in curves[0][:n]], np.mean([[c["exploitability"] for c in curve[:n]] for curve in curves], 0),
+                        marker="o", label="specialist" if arm == g else arm)
+        ax.set(title=g, xlabel=f"episodes of {g}", ylabel="exploitability (mean over seeds)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", nargs="+", help="default: mixture, mixture_global and one specialist per game")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--eval-scenarios", type=int)
+    parser.add_argument("--scenarios-per-step", type=int, help="the mixture's; a specialist plays this / number of games")
+    parser.add_argument("--model", help="both seats' model (default: the yaml's)")
+    parser.add_argument("--text", choices=["full", "compact"], help="the games' text (default: the yaml's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", type=Path, default=Path("runs/mixture_bench"))
+    parser.add_argument("--overwrite", action="store_true", help="rerun runs that already finished")
+    parser.add_argument("--report", action="store_true", help="train nothing: report the runs that finished")
+    parser.add_argument("--smoke", action="store_true", help="tiny-random, compact text, 2 steps, 1 seed")
+    args = parser.parse_args()
+    if args.smoke:
+        args.model, args.text, args.max_steps, args.eval_every, args.eval_scenarios = "tiny-random", "compact", 2, 2, 6
+    games = games_of(load_yaml(EXAMPLE))
+    arms = args.arms or [*MIXTURES, *games]
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict[int, dict]] = {}
+    for arm in arms:
+        for seed in args.seeds:
+            run_dir = args.out / f"{arm}_seed{seed}"
+            if not args.report and (args.overwrite or not (run_dir / "summary.json").exists()):
+                train_rl(config(arm, seed, args), overwrite=True, console=Console(stderr=True, quiet=True))
+            if (run_dir / "summary.json").exists():
+                runs.setdefault(arm, {})[seed] = summarize(arm, run_dir, games)
+                print(json.dumps({"arm": arm, "seed": seed, "last": {g: c[-1] for g, c in runs[arm][seed].items()}}), file=sys.stderr)
+    results = {g: {arm: {k: {"first": stats([s[g][0][k] for s in seeds.values()]), "last": stats([s[g][-1][k] for s in seeds.values()])}
+                         for k in ("exploitability", "illegal")}
+                   for arm, seeds in runs.items() if all(g in s for s in seeds.values())}
+               for g in games}
+    (args.out / "results.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1))
+    plot(runs, games, args.out / "exploitability.png")
+    print(json.dumps(results))
+    f = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}"  # noqa: E731
+    print("\n| game | arm | seeds | exploitability first | last | illegal replies first | last |\n|---|---|---|---|---|---|---|")
+    for g, arms_of in results.items():
+        for arm, r in arms_of.items():
+            name = "specialist" if arm == g else arm
+            print(f"| {g} | {name} | {r['exploitability']['last']['n']} | {f(r['exploitability']['first'])} | {f(r['exploitability']['last'])} "
+                  f"| {f(r['illegal']['first'])} | {f(r['illegal']['last'])} |")
+
+
+if __name__ == "__main__":
+    main()

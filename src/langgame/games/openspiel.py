@@ -1,0 +1,175 @@
+"""openspiel: an OpenSpiel game (Kuhn, Leduc, matrix games, ...) played by sampled text turns (stage rl).
+
+The acting LM sees the game's rules (system), then for each of its earlier decisions the situation it
+saw (user) and its reply (assistant), then the current situation: the texts of games/spiel.py's views,
+functions of its information state (and, by perfect recall, so are the earlier ones). The action is the
+reply's first word (any case, a trailing punctuation mark ignored) when it is a legal action word; any other reply plays the
+fallback action (the first legal one: pass, check, fold, a matrix game's first action), is counted
+(metric illegal_p<i>) and costs its player `illegal_penalty` as shaping outside the game's payoff. At
+the end each player's OpenSpiel return is its reward, received at the last turn; the payoff kind is the
+game's. A player with no policy plays uniformly at random (a fixed opponent to learn against).
+
+Chance (the deal, Leduc's public card) is drawn from the episode's seed; train and eval draw from the
+same deals (Kuhn has six). The measure of play is exact: `policy_metrics` gives the exploitability and
+NashConv (equilibrium.py) of the policy the players follow when their reply is legal, at every
+information state: pi(a|I) proportional to the LM's probability that its reply starts with word_a
+(lower case or capitalised; games/spiel.py's choice_logprobs with eot=False), prompted with the chat it
+would see there. The illegal replies that this conditional policy leaves out are reported beside it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pyspiel
+import torch
+from open_spiel.python import policy as policy_lib
+from pydantic import Field
+
+from langgame.config import Strict
+from langgame.equilibrium import CONSTANT_SUM, exploitability, nash_conv
+from langgame.game import Episode, Game, Message, Payoff, Turn
+from langgame.games.spiel import choice_logprobs, load_game
+from langgame.rollout import with_turn_rewards
+
+PAYOFFS = {pyspiel.GameType.Utility.ZERO_SUM: Payoff.ZERO_SUM, pyspiel.GameType.Utility.IDENTICAL: Payoff.IDENTICAL_INTEREST}
+
+
+class Options(Strict):
+    game: str = Field("kuhn_poker", description="OpenSpiel game name, parameters allowed (games/spiel.py lists what is supported)")
+    text: str = Field("full", description="full: rules and the situation in words; compact: information-state string and legal words")
+    illegal_penalty: float = Field(1.0, ge=0, description="shaping cost of a reply that is not a legal action word")
+    micro_batch: int = Field(32, gt=0, description="sequences per forward pass when scoring policies for exploitability")
+
+
+def parse(reply: str, words: dict[int, str]) -> int | None:
+    """The OpenSpiel action whose word is the reply's first word, or None."""
+    first = re.match(r"\s*(\S+)", reply)
+    word = first.group(1).rstrip(".,;:!?").lower() if first else None
+    return next((a for a, w in words.items() if w.lower() == word), None)
+
+
+class OpenSpielGame(Game):
+    name = "openspiel"
+    payoff = Payoff.GENERAL_SUM  # each episode carries its game's own kind
+    Options = Options
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.spiel = load_game(options.game, options.text)
+        self.label = options.game
+        self.kind = PAYOFFS.get(self.spiel.game.get_type().utility, Payoff.GENERAL_SUM)
+
+    def replay(self, history: list[int]) -> pyspiel.State:
+        state = self.spiel.game.new_initial_state()
+        for a in history:
+            state.apply_action(a)
+        return state
+
+    def _chance(self, state: pyspiel.State, history: list[int], seed: int) -> None:
+        """Resolve chance nodes from the episode's seed (the same draw for the same history)."""
+        while state.is_chance_node():
+            actions, probs = zip(*state.chance_outcomes())
+            a = random.Random(f"{seed}/{len(history)}").choices(actions, probs)[0]
+            state.apply_action(a)
+            history.append(a)
+
+    def initial(self, rng: random.Random, split: str) -> Episode:
+        seed, history = rng.getrandbits(63), []
+        self._chance(self.spiel.game.new_initial_state(), history, seed)
+        return Episode([], self.kind, game=self.name, meta={"seed": seed, "history": history, "illegal": [0, 0]})
+
+    def current_player(self, episode: Episode) -> int | None:
+        state = self.replay(episode.meta["history"])
+        return None if state.is_terminal() else state.current_player() + 1
+
+    def transcript(self, history: list[int], player: int) -> tuple[str, list[tuple[str, str | None]]]:
+        """The rules and, at each of `player`'s decisions along `history`, (situation, the word of the
+        action taken there, or None at the last, undecided one)."""
+        state, rules, decisions = self.spiel.game.new_initial_state(), "", []
+        for a in [*history, None]:
+            if not state.is_chance_node() and not state.is_terminal() and state.current_player() == player - 1:
+                v = self.spiel.view(state)
+                rules = v.rules
+                decisions.append((v.situation, None if a is None else v.words[a]))
+            if a is None:
+                break
+            state.apply_action(a)
+        return rules, decisions
+
+    def observation(self, episode: Episode, player: int) -> list[Message]:
+        rules, decisions = self.transcript(episode.meta["history"], player)
+        own = iter(k for k, t in enumerate(episode.turns) if t.player == player)
+        chat = [Message("system", Turn(0, rules), -1)] if rules else []
+        for situation, word in decisions:
+            chat.append(Message("user", Turn(0, situation), -1))
+            if word is not None:
+                k = next(own)
+                chat.append(Message("assistant", episode.turns[k], k))
+        return chat
+
+    def apply(self, episode: Episode, turn: Turn) -> None:
+        history = episode.meta["history"]
+        state = self.replay(history)
+        words = self.spiel.view(state).words
+        action = parse(turn.text, words)
+        if action is None:
+            episode.meta["illegal"][turn.player - 1] += 1
+            action = min(words)
+        episode.turns.append(turn)
+        state.apply_action(action)
+        history.append(action)
+        self._chance(state, history, episode.meta["seed"])
+
+    def scripted_turn(self, episode: Episode, player: int) -> str:
+        """Uniform random over the legal actions, seeded by the episode and its history."""
+        history = episode.meta["history"]
+        words = self.spiel.view(self.replay(history)).words
+        return random.Random(f"{episode.meta['seed']}/uniform/{len(history)}").choice(sorted(words.items()))[1]
+
+    def judge(self, episodes: list[Episode]) -> None:
+        for e in episodes:
+            returns = self.replay(e.meta["history"]).returns()
+            with_turn_rewards(e, len(e.turns) - 1, (float(returns[0]), float(returns[1])))
+            penalty = self.options.illegal_penalty
+            e.meta["shaping"] = {str(p): -penalty * e.meta["illegal"][p - 1] for p in (1, 2) if e.meta["illegal"][p - 1]}
+
+    def metrics(self, episodes: list[Episode]) -> dict[str, float]:
+        out = {}
+        for p in (1, 2):
+            replies = sum(t.player == p for e in episodes for t in e.turns)
+            if replies:
+                out[f"illegal_p{p}"] = sum(e.meta["illegal"][p - 1] for e in episodes) / replies
+        return out
+
+    @torch.no_grad()
+    def policy_metrics(self, policies: dict) -> dict[str, float]:
+        """Exact exploitability / NashConv of the profile; a player with no policy is uniform."""
+        table = policy_lib.TabularPolicy(self.spiel.game)  # uniform over legal actions to start with
+        for p, policy in policies.items():
+            if policy is None:
+                continue
+            rows = [table.state_lookup[key] for key in table.states_per_player[p - 1]]
+            prompts, choices = [], []
+            for r in rows:
+                state = table.states[r]
+                rules, decisions = self.transcript(state.history(), p)
+                chat = [Message("system", Turn(0, rules), -1)] if rules else []
+                for situation, word in decisions:
+                    chat.append(Message("user", Turn(0, situation), -1))
+                    if word is not None:  # earlier replies are context (owner 0): only the new reply is scored
+                        chat.append(Message("assistant", Turn(0, word), -1))
+                prompts.append(chat)
+                words = self.spiel.view(state).words.values()
+                choices.append([w for word in words for w in (word.lower(), word.capitalize())])
+            logp = choice_logprobs(policy, prompts, choices, self.options.micro_batch, eot=False)
+            for i, r in enumerate(rows):
+                legal = list(self.spiel.view(table.states[r]).words)
+                spellings = logp[i, : 2 * len(legal)].view(len(legal), 2)
+                probs = spellings.logsumexp(-1).double().exp().cpu().numpy()
+                table.action_probability_array[r] = 0.0
+                table.action_probability_array[r, legal] = probs / probs.sum()
+        if self.spiel.game.get_type().utility in CONSTANT_SUM:
+            return {"exploitability": exploitability(self.spiel, table), "nash_conv": nash_conv(self.spiel, table)}
+        return {"nash_conv": nash_conv(self.spiel, table)}

@@ -193,7 +193,8 @@ class RLRun:
 
         When both players learn, each learner's initial policy is also evaluated against the other's
         current policy (eval_initial_p<i>/...: e.g. the attack success rate against the initial defender);
-        before the first update these profiles are the current one, so its numbers are reused.
+        before the first update these profiles are the current one, so its numbers are reused. The
+        game's exact policy metrics (e.g. exploitability) are of the current profile only (eval/...).
         """
         cfg = self.cfg
         profiles = {"eval": {1: self.policies[1], 2: self.policies[2]}}
@@ -208,10 +209,10 @@ class RLRun:
             out.update({f"{prefix}/{k}": v for k, v in self.game.metrics(episodes).items()})
             out.update({f"{prefix}/reward_p1": float(returns[:, 0].mean()), f"{prefix}/reward_p2": float(returns[:, 1].mean())})
             current = current or episodes
-        if cfg.engine == "local":  # exact measures need the models (engine ray: they live in the seats' actors)
-            out.update({f"eval/{k}": v for k, v in self.game.policy_metrics(profiles["eval"]).items()})
         if both and self.iteration == 0:
             out.update({f"eval_initial_p{p}/{k[len('eval/'):]}": v for p in cfg.learners for k, v in list(out.items())})
+        if cfg.engine == "local":  # exact measures of the current profile need the models (engine ray: in the seats' actors)
+            out.update({f"eval/{k}": v for k, v in self.game.policy_metrics(profiles["eval"]).items()})
         return out, current
 
     def checkpoint(self, root: Path, keep: int, state: dict) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Literal
 
 import pyspiel
 import torch
@@ -38,7 +39,7 @@ PAYOFFS = {pyspiel.GameType.Utility.ZERO_SUM: Payoff.ZERO_SUM, pyspiel.GameType.
 
 class Options(Strict):
     game: str = Field("kuhn_poker", description="OpenSpiel game name, parameters allowed (games/spiel.py lists what is supported)")
-    text: str = Field("full", description="full: rules and the situation in words; compact: information-state string and legal words")
+    text: Literal["full", "compact"] = Field("full", description="full: rules and the situation in words; compact: information-state string and legal words")
     illegal_penalty: float = Field(1.0, ge=0, description="shaping cost of a reply that is not a legal action word")
     micro_batch: int = Field(32, gt=0, description="sequences per forward pass when scoring policies for exploitability")
 
@@ -98,16 +99,21 @@ class OpenSpielGame(Game):
             state.apply_action(a)
         return rules, decisions
 
-    def observation(self, episode: Episode, player: int) -> list[Message]:
-        rules, decisions = self.transcript(episode.meta["history"], player)
-        own = iter(k for k, t in enumerate(episode.turns) if t.player == player)
+    def chat(self, history: list[int], player: int, episode: Episode | None = None) -> list[Message]:
+        """What `player` sees after `history`: the rules, then at each of its decisions the situation
+        and its reply: the episode's turn, or (no episode) the action word as context, owned by no player."""
+        rules, decisions = self.transcript(history, player)
+        own = iter([(k, t) for k, t in enumerate(episode.turns) if t.player == player] if episode else [])
         chat = [Message("system", Turn(0, rules), -1)] if rules else []
         for situation, word in decisions:
             chat.append(Message("user", Turn(0, situation), -1))
             if word is not None:
-                k = next(own)
-                chat.append(Message("assistant", episode.turns[k], k))
+                k, turn = next(own, (-1, Turn(0, word)))
+                chat.append(Message("assistant", turn, k))
         return chat
+
+    def observation(self, episode: Episode, player: int) -> list[Message]:
+        return self.chat(episode.meta["history"], player, episode)
 
     def apply(self, episode: Episode, turn: Turn) -> None:
         history = episode.meta["history"]
@@ -154,13 +160,7 @@ class OpenSpielGame(Game):
             prompts, choices = [], []
             for r in rows:
                 state = table.states[r]
-                rules, decisions = self.transcript(state.history(), p)
-                chat = [Message("system", Turn(0, rules), -1)] if rules else []
-                for situation, word in decisions:
-                    chat.append(Message("user", Turn(0, situation), -1))
-                    if word is not None:  # earlier replies are context (owner 0): only the new reply is scored
-                        chat.append(Message("assistant", Turn(0, word), -1))
-                prompts.append(chat)
+                prompts.append(self.chat(state.history(), p))  # earlier replies are context: only the new one is scored
                 words = self.spiel.view(state).words.values()
                 choices.append([w for word in words for w in (word.lower(), word.capitalize())])
             logp = choice_logprobs(policy, prompts, choices, self.options.micro_batch, eot=False)

@@ -59,14 +59,16 @@ def test_a_player_sees_its_own_card_its_past_replies_and_the_public_actions_only
     c1, c2 = e.meta["history"][:2]
     names = ("Jack", "Queen", "King")
     game.apply(e, Turn(1, "pass"))
+    examples = ["user", "assistant"] * 2  # the reply format on actions of no game: context, owned by no player
     chat2 = game.observation(e, 2)
-    assert [m.role for m in chat2] == ["system", "user"]
-    assert f"Your card: {names[c2]}" in chat2[1].turn.text and "player 1 passed" in chat2[1].turn.text
+    assert [m.role for m in chat2] == ["system", *examples, "user"] and all(m.turn.player == 0 for m in chat2)
+    assert f"Your card: {names[c2]}" in chat2[-1].turn.text and "player 1 passed" in chat2[-1].turn.text
+    assert chat2[-1].turn.text.endswith("Reply with one word.")
     game.apply(e, Turn(2, "bet"))
     chat1 = game.observation(e, 1)
-    assert [m.role for m in chat1] == ["system", "user", "assistant", "user"]
-    assert chat1[2].turn is e.turns[0] and chat1[2].index == 0  # its own sampled turn, as recorded
-    assert f"Your card: {names[c1]}" in chat1[3].turn.text and "Legal actions: fold, call" in chat1[3].turn.text
+    assert [m.role for m in chat1] == ["system", *examples, "user", "assistant", "user"]
+    assert chat1[-2].turn is e.turns[0] and chat1[-2].index == 0  # its own sampled turn, as recorded
+    assert f"Your card: {names[c1]}" in chat1[-1].turn.text and "Legal actions: fold, call" in chat1[-1].turn.text
     if c1 != c2:
         assert all(f"Your card: {names[c2]}" not in m.turn.text for m in chat1)
 

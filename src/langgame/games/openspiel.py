@@ -2,7 +2,8 @@
 
 The acting LM sees the game's rules (system), then for each of its earlier decisions the situation it
 saw (user) and its reply (assistant), then the current situation: the texts of games/spiel.py's views,
-functions of its information state (and, by perfect recall, so are the earlier ones). The action is the
+functions of its information state (and, by perfect recall, so are the earlier ones); by default two
+example exchanges of the reply format on actions of no game come first (`format_examples`). The action is the
 reply's first word (any case, a trailing punctuation mark ignored) when it is a legal action word; any other reply plays the
 fallback action (the first legal one: pass, check, fold, a matrix game's first action), is counted
 (metric illegal_p<i>) and costs its player `illegal_penalty` as shaping outside the game's payoff. At
@@ -34,6 +35,10 @@ from langgame.game import Episode, Game, Message, Payoff, Turn
 from langgame.games.spiel import choice_logprobs, load_game
 from langgame.rollout import with_turn_rewards
 
+# the reply format, shown on actions of no game: the shipped SmolLM2 starts its reply with a legal word
+# about 11% of the time in Kuhn poker with these (0.1% without), 64% in rock-paper-scissors (0.5%)
+FORMAT_EXAMPLES = (("user", "Example. Legal actions: left, right. Reply with one word."), ("assistant", "left"),
+                   ("user", "Example. Legal actions: up, down. Reply with one word."), ("assistant", "down"))
 PAYOFFS = {pyspiel.GameType.Utility.ZERO_SUM: Payoff.ZERO_SUM, pyspiel.GameType.Utility.IDENTICAL: Payoff.IDENTICAL_INTEREST}
 
 
@@ -41,6 +46,8 @@ class Options(Strict):
     game: str = Field("kuhn_poker", description="OpenSpiel game name, parameters allowed (games/spiel.py lists what is supported)")
     text: Literal["full", "compact"] = Field("full", description="full: rules and the situation in words; compact: information-state string and legal words")
     illegal_penalty: float = Field(1.0, ge=0, description="shaping cost of a reply that is not a legal action word")
+    format_examples: bool = Field(True, description="show two example exchanges of the reply format (actions of no game) "
+                                  "and end each situation with 'Reply with one word.'")
     micro_batch: int = Field(32, gt=0, description="sequences per forward pass when scoring policies for exploitability")
 
 
@@ -105,8 +112,12 @@ class OpenSpielGame(Game):
         rules, decisions = self.transcript(history, player)
         own = iter([(k, t) for k, t in enumerate(episode.turns) if t.player == player] if episode else [])
         chat = [Message("system", Turn(0, rules), -1)] if rules else []
+        suffix = ""
+        if self.options.format_examples:
+            chat += [Message(role, Turn(0, text), -1) for role, text in FORMAT_EXAMPLES]
+            suffix = " Reply with one word."
         for situation, word in decisions:
-            chat.append(Message("user", Turn(0, situation), -1))
+            chat.append(Message("user", Turn(0, situation + suffix), -1))
             if word is not None:
                 k, turn = next(own, (-1, Turn(0, word)))
                 chat.append(Message("assistant", turn, k))

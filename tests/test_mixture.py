@@ -86,6 +86,12 @@ def test_policy_metrics_are_the_exploitability_of_the_legal_reply_policy(tiny):
     A = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]])
     assert out["nash_conv"] == pytest.approx(max(-(x @ A)), abs=1e-6)
     assert out["exploitability"] == pytest.approx(max(-(x @ A)) / 2, abs=1e-6)
+    # as played: the mass of replies that start with no legal word goes to the fallback, rock
+    raw = choice_logprobs(tiny, [rps.observation(e, 1)], [[v for w in words for v in (w, w.capitalize())]], eot=False, normalise=False)
+    m = raw[0].detach().view(3, 2).logsumexp(-1).exp().double().numpy()
+    assert out["legal_p1"] == pytest.approx(m.sum(), rel=1e-5) and m.sum() < 0.05  # a random byte-level model
+    played = m + np.array([1.0 - m.sum(), 0, 0])
+    assert out["exploitability_played"] == pytest.approx(max(-(played @ A)) / 2, abs=1e-6)
 
 
 def test_mixture_draws_games_by_weight_and_reports_each():
@@ -102,8 +108,8 @@ def test_mixture_draws_games_by_weight_and_reports_each():
     kuhns = [e for e in episodes[:50] if e.game == "kuhn_poker"]
     assert metrics["kuhn_poker/share"] == len(kuhns) / 50
     assert metrics["kuhn_poker/reward_p1"] == pytest.approx(np.mean([e.returns()[0] for e in kuhns]))
-    assert set(game.policy_metrics({1: None, 2: None})) == {"kuhn_poker/exploitability", "kuhn_poker/nash_conv",
-                                                            "matrix_rps/exploitability", "matrix_rps/nash_conv"}
+    assert set(game.policy_metrics({1: None, 2: None})) == {f"{g}/{k}{m}" for g in ("kuhn_poker", "matrix_rps")
+                                                            for k in ("exploitability", "nash_conv") for m in ("", "_played")}
 
 
 @pytest.mark.parametrize("games,error", [

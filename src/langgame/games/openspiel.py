@@ -11,11 +11,11 @@ the end each player's OpenSpiel return is its reward, received at the last turn;
 game's. A player with no policy plays uniformly at random (a fixed opponent to learn against).
 
 Chance (the deal, Leduc's public card) is drawn from the episode's seed; train and eval draw from the
-same deals (Kuhn has six). The measure of play is exact: `policy_metrics` gives the exploitability and
-NashConv (equilibrium.py) of the policy the players follow when their reply is legal, at every
-information state: pi(a|I) proportional to the LM's probability that its reply starts with word_a
-(lower case or capitalised; games/spiel.py's choice_logprobs with eot=False), prompted with the chat it
-would see there. The illegal replies that this conditional policy leaves out are reported beside it.
+same deals (Kuhn has six). The measure of play is exact: at every information state, prompted with the
+chat it would see there, the LM's probability m_a that its reply starts with word_a (lower case or
+capitalised; games/spiel.py's choice_logprobs with eot=False). `policy_metrics` gives the exploitability
+and NashConv (equilibrium.py) of the policy on legal replies (m_a renormalised) and of the policy as
+played (m_a, the rest on the fallback action: _played), and the mean legal mass sum_a m_a (legal_p<i>).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import random
 import re
 from typing import Literal
 
+import numpy as np
 import pyspiel
 import torch
 from open_spiel.python import policy as policy_lib
@@ -162,25 +163,36 @@ class OpenSpielGame(Game):
 
     @torch.no_grad()
     def policy_metrics(self, policies: dict) -> dict[str, float]:
-        """Exact exploitability / NashConv of the profile; a player with no policy is uniform."""
-        table = policy_lib.TabularPolicy(self.spiel.game)  # uniform over legal actions to start with
+        """Exact exploitability / NashConv of the profile on legal replies, and of the profile as played
+        (the probability of a reply that starts with no legal word goes to the fallback action), and
+        each LM player's mean probability of a legal reply over its information states (legal_p<i>).
+        A player with no policy is uniform."""
+        legal_only = policy_lib.TabularPolicy(self.spiel.game)  # uniform over legal actions to start with
+        played, out = legal_only.__copy__(), {}
         for p, policy in policies.items():
             if policy is None:
                 continue
-            rows = [table.state_lookup[key] for key in table.states_per_player[p - 1]]
+            rows = [legal_only.state_lookup[key] for key in legal_only.states_per_player[p - 1]]
             prompts, choices = [], []
             for r in rows:
-                state = table.states[r]
+                state = legal_only.states[r]
                 prompts.append(self.chat(state.history(), p))  # earlier replies are context: only the new one is scored
                 words = self.spiel.view(state).words.values()
                 choices.append([w for word in words for w in (word.lower(), word.capitalize())])
-            logp = choice_logprobs(policy, prompts, choices, self.options.micro_batch, eot=False)
+            logp = choice_logprobs(policy, prompts, choices, self.options.micro_batch, eot=False, normalise=False)
+            masses = []
             for i, r in enumerate(rows):
-                legal = list(self.spiel.view(table.states[r]).words)
-                spellings = logp[i, : 2 * len(legal)].view(len(legal), 2)
-                probs = spellings.logsumexp(-1).double().exp().cpu().numpy()
-                table.action_probability_array[r] = 0.0
-                table.action_probability_array[r, legal] = probs / probs.sum()
-        if self.spiel.game.get_type().utility in CONSTANT_SUM:
-            return {"exploitability": exploitability(self.spiel, table), "nash_conv": nash_conv(self.spiel, table)}
-        return {"nash_conv": nash_conv(self.spiel, table)}
+                legal = list(self.spiel.view(legal_only.states[r]).words)  # ascending: the fallback first
+                mass = logp[i, : 2 * len(legal)].view(len(legal), 2).logsumexp(-1).double().exp().cpu().numpy()
+                masses.append(min(mass.sum(), 1.0))
+                for table in (legal_only, played):
+                    table.action_probability_array[r] = 0.0
+                legal_only.action_probability_array[r, legal] = mass / mass.sum()
+                row = mass + np.eye(len(legal))[0] * (1.0 - masses[-1])
+                played.action_probability_array[r, legal] = row / row.sum()
+            out[f"legal_p{p}"] = float(np.mean(masses))
+        for name, table in (("", legal_only), ("_played", played)):
+            if self.spiel.game.get_type().utility in CONSTANT_SUM:
+                out[f"exploitability{name}"] = exploitability(self.spiel, table)
+            out[f"nash_conv{name}"] = nash_conv(self.spiel, table)
+        return out

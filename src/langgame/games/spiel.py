@@ -254,10 +254,12 @@ RENDERERS = {"kuhn_poker": view_kuhn, "leduc_poker": view_leduc}
 
 
 def choice_logprobs(
-    policy: Policy, prompts: list[list[Message]], choices: list[list[str]], micro_batch: int = 32, eot: bool = True
+    policy: Policy, prompts: list[list[Message]], choices: list[list[str]], micro_batch: int = 32, eot: bool = True,
+    normalise: bool = True,
 ) -> torch.Tensor:
     """log pi(choice | prompt) over complete choices (word + <eot>), renormalised per prompt; with
-    eot False, over replies that start with the word (its own tokens scored, not the <eot>).
+    eot False, over replies that start with the word (its own tokens scored, not the <eot>); with
+    normalise False, the LM's own log-probabilities of those replies (not renormalised).
 
     prompts: N chats; choices: N lists of distinct words (at least one each). Returns float32
     [N, K] (K = longest choice list) with gradients; entry [i, k] is log pi(choices[i][k] | prompts[i])
@@ -287,7 +289,7 @@ def choice_logprobs(
                 scores[s] = total
     rows, cols = torch.tensor(slots, device=device).T
     sequence = torch.full((n, k), float("-inf"), device=device).index_put((rows, cols), torch.stack(scores))
-    return torch.log_softmax(sequence, dim=-1)
+    return torch.log_softmax(sequence, dim=-1) if normalise else sequence
 
 
 def action_logprobs(game: SpielGame, policy: Policy, states: list[pyspiel.State], micro_batch: int = 32) -> torch.Tensor:

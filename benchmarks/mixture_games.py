@@ -6,8 +6,9 @@ Arms (examples/mixture_spiel.yaml with these edits; one run per arm and seed, in
   <game>           a specialist on that game alone (e.g. kuhn_poker), with scenarios_per_step / (number of games)
                    episodes per step: after the same steps it has played as many episodes of its game as the
                    mixture has on average (equal samples per game)
-For every game and arm: the exact exploitability (of the policy followed on legal replies) and the illegal reply
-rate at the first and the last evaluation, mean ± std over seeds. A run whose summary.json exists is reused;
+For every game and arm, at the first and the last evaluation, mean ± std over seeds: the exact exploitability of the
+policy on legal replies and of the policy as played (illegal replies play the fallback), and the probability of a
+legal reply (games/openspiel.py). A run whose summary.json exists is reused;
 --overwrite reruns it. Prints one JSON object, then a Markdown table; writes --out/results.json and
 --out/exploitability.png (exploitability vs episodes of that game, per game).
 
@@ -61,16 +62,16 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
 
 
 def summarize(arm: str, run_dir: Path, games: list[str]) -> dict:
-    """Per game: [{episodes, exploitability, illegal}] at every evaluation (episodes of that game played before it)."""
+    """Per game: [{step, episodes, exploitability, exploitability_played, legal}] at every evaluation (episodes of that game played before it)."""
     rows, played, out = read_metrics(run_dir), {g: 0.0 for g in games}, {g: [] for g in games}
     spp = load_yaml(run_dir / "config.yaml")["scenarios_per_step"]
     for r in rows:
         prefix = lambda g: "" if arm not in MIXTURES else f"{g}/"  # noqa: E731
         for g in games if arm in MIXTURES else [arm]:
             if f"eval/{prefix(g)}exploitability" in r:
-                illegal = np.mean([r.get(f"eval/{prefix(g)}illegal_p{p}", np.nan) for p in (1, 2)])
+                legal = np.mean([r.get(f"eval/{prefix(g)}legal_p{p}", np.nan) for p in (1, 2)])
                 out[g].append({"step": r["step"], "episodes": played[g], "exploitability": r[f"eval/{prefix(g)}exploitability"],
-                               "illegal": float(illegal)})
+                               "exploitability_played": r[f"eval/{prefix(g)}exploitability_played"], "legal": float(legal)})
             if "reward/p1" in r:
                 share = r.get(f"game/{g}/share", 0.0) if arm in MIXTURES else 1.0
                 played[g] += share * spp
@@ -129,19 +130,19 @@ def main() -> None:
                 runs.setdefault(arm, {})[seed] = summarize(arm, run_dir, games)
                 print(json.dumps({"arm": arm, "seed": seed, "last": {g: c[-1] for g, c in runs[arm][seed].items()}}), file=sys.stderr)
     results = {g: {arm: {k: {"first": stats([s[g][0][k] for s in seeds.values()]), "last": stats([s[g][-1][k] for s in seeds.values()])}
-                         for k in ("exploitability", "illegal")}
+                         for k in ("exploitability", "exploitability_played", "legal")}
                    for arm, seeds in runs.items() if all(g in s for s in seeds.values())}
                for g in games}
     (args.out / "results.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1))
     plot(runs, games, args.out / "exploitability.png")
     print(json.dumps(results))
     f = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}"  # noqa: E731
-    print("\n| game | arm | seeds | exploitability first | last | illegal replies first | last |\n|---|---|---|---|---|---|---|")
+    print("\n| game | arm | seeds | exploitability on legal replies: first | last | as played: first | last "
+          "| legal reply probability: first | last |\n|---|---|---|---|---|---|---|---|---|")
     for g, arms_of in results.items():
         for arm, r in arms_of.items():
-            name = "specialist" if arm == g else arm
-            print(f"| {g} | {name} | {r['exploitability']['last']['n']} | {f(r['exploitability']['first'])} | {f(r['exploitability']['last'])} "
-                  f"| {f(r['illegal']['first'])} | {f(r['illegal']['last'])} |")
+            cells = " | ".join(f(r[k][w]) for k in ("exploitability", "exploitability_played", "legal") for w in ("first", "last"))
+            print(f"| {g} | {'specialist' if arm == g else arm} | {r['legal']['last']['n']} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,13 @@ class Game(ABC):
         """The chat `player` acts on: its role prompt and the turns it sees (its own as 'assistant');
         a StepView for a player that is not a language model."""
 
+    def views(self, episode: Episode, player: int) -> list[list[Message] | StepView]:
+        """The player's views of a finished episode for learning, one experience row each, every one of
+        its sampled turns in exactly one: by default its observation (one chat holds all its turns). A
+        game whose player acts on independent views (several attempts at one task, each seeing only the
+        task) returns one per turn, each the observation it acted on followed by that turn."""
+        return [self.observation(episode, player)]
+
     def apply(self, episode: Episode, turn: Turn) -> None:
         """Append `turn` to the episode and advance the game's state (e.g. step its environment)."""
         episode.turns.append(turn)
@@ -292,21 +299,23 @@ def reward_to_go(episode: Episode, rendered: Rendered, player: int) -> np.ndarra
     return np.cumsum(r[::-1])[::-1].copy()
 
 
-def learner_rewards(episode: Episode, rendered: Rendered, player: int) -> np.ndarray:
+def learner_rewards(episode: Episode, rendered: Rendered, player: int, until: int | None = None) -> np.ndarray:
     """The player's rewards in the MDP induced by fixing the other player (Fig. 3). float64 [T].
 
     Turn k's reward r^i goes on the player's last own token in a turn up to k (for its own turn,
     its end-of-turn action), whether or not turn k is in its view; rewards before its first action
     are lost to it. A
     shaping term of the player's learning, outside the game's payoff (episode.meta["shaping"],
-    e.g. an attacker's diversity penalty), goes on its last token.
+    e.g. an attacker's diversity penalty), goes on its last token. until: for one of several views
+    of the episode (Game.views), the turn where the next one starts: rewards from it on, and the
+    shaping, belong to later views.
     """
     r = np.zeros(len(rendered), dtype=np.float64)
     own = np.flatnonzero(rendered.owner == player)
     shaping = episode.meta.get("shaping", {}).get(str(player), 0.0)
-    if shaping and len(own):
+    if shaping and len(own) and until is None:
         r[own[-1]] += shaping
-    for k, t in enumerate(episode.turns):
+    for k, t in enumerate(episode.turns[:until]):
         reward = t.rewards[player - 1]
         earlier = own[rendered.turn[own] <= k]
         if reward and len(earlier):

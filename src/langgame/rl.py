@@ -45,34 +45,42 @@ def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, g
     The mask holds only actions the learner sampled: turns of its role drawn by chance or scripted
     (no recorded tokens) are part of the environment and get no weight; episodes in which the
     learner sampled nothing are left out (None if that is all of them). temperature: the learner's
-    sampling temperature (its policy is softmax(logits / T)).
+    sampling temperature (its policy is softmax(logits / T)). A game may split the learner's view of
+    an episode into rows (Game.views, e.g. independent attempts at one task): each row is credited
+    with the rewards up to the learner's next row, and its return is their sum.
     """
-    keep = [i for i, e in enumerate(episodes) if any(t.player == role and t.tokens is not None for t in e.turns)]
-    if not keep:
+    rows = [(i, v) for i, e in enumerate(episodes) if any(t.player == role and t.tokens is not None for t in e.turns)
+            for v in game.views(e, role)]
+    if not rows:
         return None
-    episodes, groups = [episodes[i] for i in keep], [groups[i] for i in keep]
-    rendered = [policy.encode(game.observation(e, role)) for e in episodes]
+    rendered = [policy.encode(v) for _, v in rows]
     batch = collate(rendered, policy.pad_id)
     rewards = np.zeros(batch.owner.shape)
     sampled = torch.zeros(batch.owner.shape, dtype=torch.bool)
-    for i, (e, r) in enumerate(zip(episodes, rendered)):
-        rewards[i, : len(r) - 1] = learner_rewards(e, r, role)[1:]  # token j is action j - 1
-        turns = [k for k, t in enumerate(e.turns) if t.player == role and t.tokens is not None]
-        sampled[i] = torch.isin(batch.turn[i], torch.tensor(turns, dtype=torch.long))
-    shaping = [e.meta.get("shaping", {}).get(str(role), 0.0) for e in episodes]
-    mask = ((batch.owner == role) & sampled).float()
+    mask = batch.owner == role
     behaviour = torch.zeros(mask.shape)
-    for i, e in enumerate(episodes):  # the engine's log-probs of the sampled tokens, in the mask's order
-        behaviour[i][mask[i] > 0] = torch.tensor([lp for t in e.turns if t.player == role and t.tokens is not None for lp in t.logprobs])
+    returns = []
+    for j, ((i, _), r) in enumerate(zip(rows, rendered)):
+        e = episodes[i]
+        own = [k for k, t in enumerate(e.turns) if t.player == role and t.tokens is not None]
+        here = [k for k in own if k in set(r.turn[r.owner == role].tolist())]
+        until = next((k for k in own if k > here[-1]), None) if here else None  # the learner's next row starts there
+        rewards[j, : len(r) - 1] = learner_rewards(e, r, role, until)[1:]  # token t is action t - 1
+        sampled[j] = torch.isin(batch.turn[j], torch.tensor(here, dtype=torch.long))
+        mask[j] &= sampled[j]
+        behaviour[j][mask[j]] = torch.tensor([lp for k in here for lp in e.turns[k].logprobs])  # the engine's, in the mask's order
+        shaping = e.meta.get("shaping", {}).get(str(role), 0.0)
+        returns.append(e.returns()[role - 1] + shaping if len(here) == len(own) else float(rewards[j].sum()))
+    episodes = [episodes[i] for i, _ in rows]
     return Experience(
         batch=batch,
-        mask=mask,
+        mask=mask.float(),
         rewards=torch.as_tensor(rewards, dtype=torch.float32),
-        returns=torch.tensor([e.returns()[role - 1] + s for e, s in zip(episodes, shaping)], dtype=torch.float32),
-        groups=torch.tensor(groups),
+        returns=torch.tensor(returns, dtype=torch.float32),
+        groups=torch.tensor([groups[i] for i, _ in rows]),
         games=torch.tensor([_stable_seed((e.game,)) for e in episodes]),
-        roles=torch.full((len(episodes),), role),
-        temperature=torch.full((len(episodes),), float(temperature)),
+        roles=torch.full((len(rows),), role),
+        temperature=torch.full((len(rows),), float(temperature)),
         behaviour_logp=behaviour,
     )
 

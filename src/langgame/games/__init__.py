@@ -14,6 +14,7 @@ GAMES = {
     "babyai": "langgame.games.babyai:BabyAIGame",
     "openspiel": "langgame.games.openspiel:OpenSpielGame",
     "mixture": "langgame.games.mixture:MixtureGame",
+    "propose_solve": "langgame.games.propose_solve:ProposeSolveGame",
 }
 
 

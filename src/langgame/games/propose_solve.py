@@ -4,7 +4,7 @@ Player 1, the proposer, writes an integer arithmetic task: one expression over i
 and parentheses, asked for with about `ops` operations (drawn by chance). The game computes its value (an
 AST walk over those nodes only; nothing the proposer claims is trusted) and shows the solver the parsed
 expression alone. Player 2, the solver, then makes `attempts` independent attempts, each seeing only the
-task; the last integer of a reply is its answer. Attempt j earns the solver correct_j / attempts on its
+task after one example exchange of the reply format; the last integer of a reply is its answer. Attempt j earns the solver correct_j / attempts on its
 own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's reward, on the last turn:
 
   identical     acc: R1 = R2, the paper's identical-interest game
@@ -43,6 +43,7 @@ PROPOSER = (
     "expression only."
 )
 SOLVER = "Compute the value of the expression. Reply with the number only."
+FORMAT_EXAMPLE = (("user", "2 * (3 + 1)"), ("assistant", "8"))  # the reply format, before every task
 EXPRESSION = re.compile(r"[\d+\-*() ]*\d[\d+\-*() ]*")
 OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b}
 
@@ -134,7 +135,8 @@ class ProposeSolveGame(Game):
         if player == 1:
             chat = [Message("system", Turn(0, PROPOSER.format(ops=episode.meta["requested_ops"])), -1)]
             return chat + [Message("assistant", t, k) for k, t in enumerate(episode.turns[:1])]
-        return [Message("system", Turn(0, SOLVER), -1), Message("user", Turn(0, episode.meta["task"]), -1)]
+        example = [Message(role, Turn(0, text), -1) for role, text in FORMAT_EXAMPLE]
+        return [Message("system", Turn(0, SOLVER), -1), *example, Message("user", Turn(0, episode.meta["task"]), -1)]
 
     def views(self, episode: Episode, player: int) -> list[list[Message]]:
         """The proposer's one chat; one row per solver attempt, each seeing only the task."""

@@ -15,6 +15,7 @@ GAMES = {
     "openspiel": "langgame.games.openspiel:OpenSpielGame",
     "mixture": "langgame.games.mixture:MixtureGame",
     "propose_solve": "langgame.games.propose_solve:ProposeSolveGame",
+    "debate": "langgame.games.debate:DebateGame",
 }
 
 

@@ -112,8 +112,28 @@ def test_mixture_draws_games_by_weight_and_reports_each():
                                                             for k in ("exploitability", "nash_conv") for m in ("", "_played")}
 
 
+def test_a_mixture_keeps_each_games_learning_rows(tiny):
+    from langgame.rl import experience
+
+    game = make_game(GameConfig(name="mixture", options={"games": [KUHN, {"name": "propose_solve", "options": {"attempts": 3}}]}))
+    rng, episodes = random.Random(0), []
+    while len({e.game for e in episodes}) < 2 or len(episodes) < 4:
+        episodes.append(game.initial(rng, "train"))
+    eot = tiny.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for e in episodes:
+        while (p := game.current_player(e)) is not None:
+            text = "7 - 1" if e.game == "propose_solve" and p == 1 else "6" if e.game == "propose_solve" else "bet"
+            ids = tuple(tiny.tokenizer(text, add_special_tokens=False)["input_ids"]) + (eot,)
+            game.apply(e, Turn(p, text, tokens=ids, logprobs=(0.0,) * len(ids)))
+    game.judge(episodes)
+    exp = experience(game, episodes, tiny, 2, list(range(len(episodes))))
+    solver_rows = 3 * sum(e.game == "propose_solve" for e in episodes)
+    assert len(exp.returns) == solver_rows + sum(e.game == "kuhn_poker" for e in episodes)  # one row per attempt
+    assert sorted(exp.returns.tolist())[-solver_rows:] == [pytest.approx(1 / 3)] * solver_rows
+
+
 @pytest.mark.parametrize("games,error", [
-    ([{"name": "chess"}], "game.options.games[0].name: unknown game 'chess'; available: babyai, mixture, openspiel, qa, redteam, secret"),
+    ([{"name": "chess"}], "game.options.games[0].name: unknown game 'chess'; available: babyai, debate, mixture, openspiel, propose_solve, qa, redteam, secret"),
     ([{**KUHN, "weight": 0}], "game.options: games.0.weight: Input should be greater than 0, got 0"),
     ([KUHN, KUHN], "game.options.games[1]: label 'kuhn_poker' is used twice; give each component its own label"),
     ([{"name": "mixture"}], "game.options.games[0].name: a mixture cannot contain a mixture; list its games instead"),

@@ -66,6 +66,9 @@ class MixtureGame(Game):
     def observation(self, episode: Episode, player: int) -> list[Message] | StepView:
         return self.of(episode).observation(episode, player)
 
+    def views(self, episode: Episode, player: int) -> list[list[Message] | StepView]:
+        return self.of(episode).views(episode, player)
+
     def apply(self, episode: Episode, turn: Turn) -> None:
         self.of(episode).apply(episode, turn)
 

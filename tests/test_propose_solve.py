@@ -39,7 +39,7 @@ def played(g, proposal: str, replies: list[str], tokenizer=None) -> "Episode":  
 def test_tasks_are_computed_by_the_game_within_limits():
     assert evaluate("Sure: (12 - 5) * 3 = 20", 4, 2) == ("(12 - 5) * 3", 21, 2)  # the proposer's claimed answer is ignored
     assert evaluate("-5 * -3", 4, 2) == ("-5 * -3", 15, 1)
-    for bad in ("2 ** 99", "100 + 1", "1+2+3+4+5+6", "no task", "(" * 500 + "1" + ")" * 500, "3 / 4"):
+    for bad in ("2 ** 99", "100 + 1", "1+2+3+4+5+6", "no task", "(" * 500 + "1" + ")" * 500, "3 / 4", "42", "((7))"):
         assert evaluate(bad, 4, 2) is None or evaluate(bad, 4, 2)[0] != bad, bad
     rng = random.Random(0)
     for ops in range(1, 5):
@@ -109,7 +109,7 @@ def test_each_solver_attempt_is_one_experience_row_with_its_own_reward(tiny):
 
 
 def test_proposer_and_solver_learn_together_and_resume_bit_exactly(tmp_path):
-    def config(run):
+    def config(run, **changes):
         cfg = {"stage": "rl", "seed": 0, "learners": [1, 2], "threads": 1,
                "game": {"name": "propose_solve", "options": {"attempts": 2, "proposer_reward": "learnability"}},
                "player1": {"policy": {"model": "tiny-random"}, "sampling": {"max_new_tokens": 6}},
@@ -118,6 +118,7 @@ def test_proposer_and_solver_learn_together_and_resume_bit_exactly(tmp_path):
                "scenarios_per_step": 4, "max_steps": 3, "eval_every": 3, "eval_scenarios": 6, "save_every": 1,
                "run_dir": str(tmp_path / run)}
         cfg["player2"]["algo"] = {"name": "reinforce", "group_size": 1, "baseline": "group"}  # attempts at one task
+        cfg.update(changes)
         (tmp_path / f"{run}.yaml").write_text(json.dumps(cfg))
         return load_train_config(tmp_path / f"{run}.yaml")
 
@@ -126,8 +127,10 @@ def test_proposer_and_solver_learn_together_and_resume_bit_exactly(tmp_path):
     assert [r["step"] for r in rows if "eval/invalid" in r] == [0, 3]
     assert all(r["eval/invalid"] == 0.0 for r in rows if "eval/invalid" in r)  # eval tasks are chance's
     train = [r for r in rows if "game/invalid" in r]
-    assert len(train) == 3 and all((r["train/tokens_player2"] > 0) == (r["game/invalid"] < 1) for r in train)  # solver rows on valid tasks only
+    assert len(train) == 3 and all((r.get("train/tokens_player2", 0) > 0) == (r["game/invalid"] < 1) for r in train)  # solver rows on valid tasks only
     assert all(r["train/tokens_player1"] > 0 for r in train)
+    uniform = read_metrics(train_rl(config("uniform", learners=[2], player1={"policy": None})))  # random tasks: all valid
+    assert all(r["game/invalid"] == 0 and r["train/tokens_player2"] > 0 for r in uniform if "game/invalid" in r)
     kill_and_resume(config("killed"), at=2)
     for seat in ("player1", "player2"):
         a, b = final_weights(whole, seat), final_weights(tmp_path / "killed", seat)

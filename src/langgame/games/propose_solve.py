@@ -11,7 +11,8 @@ own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's rewar
   learnability  1 - acc if acc > 0 else 0 (AZR: tasks the solver sometimes, not always, solves)
   edge          min(acc, 1 - acc) - repetition_coef * (share of the batch's other tasks equal to it) (R-Zero)
 
-A reply that holds no such expression within the limits (at most max_ops operations, numbers below
+A reply that holds no such expression within the limits (1 to max_ops operations: a bare number is no
+task; numbers below
 10**max_digits, |value| below 10**9) is invalid: it ends the episode, pays the proposer
 `invalid_reward` (both players under identical interest) and is counted (metric invalid).
 
@@ -57,9 +58,10 @@ class Options(Strict):
     repetition_coef: float = Field(1.0, ge=0, description="edge: weight of the share of equal tasks in the batch")
 
 
-def evaluate(text: str, max_ops: int, max_digits: int) -> tuple[str, int, int] | None:
+def evaluate(text: str, max_ops: int, max_digits: int, min_ops: int = 1) -> tuple[str, int, int] | None:
     """(expression, value, operation count) of the first expression in `text`, or None if there is
-    none within the limits. Only integer literals, +, -, * and unary minus are evaluated."""
+    none within the limits (min_ops..max_ops operations). Only integer literals, +, -, * and unary
+    minus are evaluated."""
     match = EXPRESSION.search(text)
     if match is None:
         return None
@@ -90,7 +92,7 @@ def evaluate(text: str, max_ops: int, max_digits: int) -> tuple[str, int, int] |
         value = walk(tree)
     except (ValueError, RecursionError):
         return None
-    return expression, value, ops
+    return (expression, value, ops) if ops >= min_ops else None
 
 
 def random_task(rng: random.Random, ops: int, max_digits: int) -> str:
@@ -147,7 +149,7 @@ class ProposeSolveGame(Game):
     def apply(self, episode: Episode, turn: Turn) -> None:
         episode.turns.append(turn)
         if len(episode.turns) == 1:
-            parsed = evaluate(turn.text, self.options.max_ops, self.options.max_digits)
+            parsed = evaluate(turn.text, self.options.max_ops, self.options.max_digits)  # a bare number is no task
             if parsed is not None:
                 episode.meta.update(task=parsed[0], value=parsed[1], ops=parsed[2])
 

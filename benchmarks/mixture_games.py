@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -28,11 +27,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from rich.console import Console
 
+from arms import add_arguments, base_config, fmt, run_arms, stats
 from langgame.config import RLConfig, load_yaml, validate
 from langgame.metrics import read_metrics
-from langgame.rl import train_rl
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mixture_spiel.yaml"
 MIXTURES = ("mixture", "mixture_global")
@@ -43,10 +41,7 @@ def games_of(raw: dict) -> list[str]:
 
 
 def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
-    raw = load_yaml(EXAMPLE)
-    raw.update(seed=seed, run_dir=str(args.out / f"{arm}_seed{seed}"), threads=args.threads)
-    for key in ("max_steps", "eval_every", "eval_scenarios", "scenarios_per_step"):
-        raw[key] = getattr(args, key) or raw[key]
+    raw = base_config(EXAMPLE, arm, seed, args)
     for p in ("player1", "player2"):
         raw[p]["policy"] = {"model": args.model} if args.model else raw[p]["policy"]
     components = raw["game"]["options"]["games"]
@@ -61,8 +56,9 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     return validate(RLConfig, raw, f"{EXAMPLE} (arm {arm})")
 
 
-def summarize(arm: str, run_dir: Path, games: list[str]) -> dict:
+def summarize(arm: str, run_dir: Path) -> dict:
     """Per game: [{step, episodes, exploitability, exploitability_played, legal}] at every evaluation (episodes of that game played before it)."""
+    games = games_of(load_yaml(EXAMPLE))
     rows, played, out = read_metrics(run_dir), {g: 0.0 for g in games}, {g: [] for g in games}
     spp = load_yaml(run_dir / "config.yaml")["scenarios_per_step"]
     for r in rows:
@@ -76,11 +72,6 @@ def summarize(arm: str, run_dir: Path, games: list[str]) -> dict:
                 share = r.get(f"game/{g}/share", 0.0) if arm in MIXTURES else 1.0
                 played[g] += share * spp
     return {g: v for g, v in out.items() if v}
-
-
-def stats(values: list[float]) -> dict:
-    x = np.array(values, dtype=float)
-    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "n": len(x)}
 
 
 def plot(runs: dict, games: list[str], path: Path) -> None:
@@ -102,33 +93,16 @@ def plot(runs: dict, games: list[str], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", help="default: mixture, mixture_global and one specialist per game")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--eval-every", type=int)
-    parser.add_argument("--eval-scenarios", type=int)
-    parser.add_argument("--scenarios-per-step", type=int, help="the mixture's; a specialist plays this / number of games")
     parser.add_argument("--model", help="both seats' model (default: the yaml's)")
     parser.add_argument("--text", choices=["full", "compact"], help="the games' text (default: the yaml's)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--out", type=Path, default=Path("runs/mixture_bench"))
-    parser.add_argument("--overwrite", action="store_true", help="rerun runs that already finished")
-    parser.add_argument("--report", action="store_true", help="train nothing: report the runs that finished")
+    add_arguments(parser, "runs/mixture_bench")  # --scenarios-per-step: the mixture's; a specialist plays it / number of games
     parser.add_argument("--smoke", action="store_true", help="tiny-random, compact text, 2 steps, 1 seed")
     args = parser.parse_args()
     if args.smoke:
         args.model, args.text, args.max_steps, args.eval_every, args.eval_scenarios = "tiny-random", "compact", 2, 2, 6
     games = games_of(load_yaml(EXAMPLE))
     arms = args.arms or [*MIXTURES, *games]
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, dict[int, dict]] = {}
-    for arm in arms:
-        for seed in args.seeds:
-            run_dir = args.out / f"{arm}_seed{seed}"
-            if not args.report and (args.overwrite or not (run_dir / "summary.json").exists()):
-                train_rl(config(arm, seed, args), overwrite=True, console=Console(stderr=True, quiet=True))
-            if (run_dir / "summary.json").exists():
-                runs.setdefault(arm, {})[seed] = summarize(arm, run_dir, games)
-                print(json.dumps({"arm": arm, "seed": seed, "last": {g: c[-1] for g, c in runs[arm][seed].items()}}), file=sys.stderr)
+    runs = run_arms(arms, args, config, summarize)
     results = {g: {arm: {k: {"first": stats([s[g][0][k] for s in seeds.values()]), "last": stats([s[g][-1][k] for s in seeds.values()])}
                          for k in ("exploitability", "exploitability_played", "legal")}
                    for arm, seeds in runs.items() if all(g in s for s in seeds.values())}
@@ -136,7 +110,7 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1))
     plot(runs, games, args.out / "exploitability.png")
     print(json.dumps(results))
-    f = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}"  # noqa: E731
+    f = fmt
     print("\n| game | arm | seeds | exploitability on legal replies: first | last | as played: first | last "
           "| legal reply probability: first | last |\n|---|---|---|---|---|---|---|---|---|")
     for g, arms_of in results.items():

@@ -1,0 +1,63 @@
+"""What the arm benchmarks share (mixture_games.py, propose_solve.py, debate.py): one `langgame train` run
+per arm and seed from an example yaml, in --out/<arm>_seed<seed>; a run whose summary.json exists is reused
+(an interrupted benchmark continues; a run cut short restarts), --overwrite reruns it, --report trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from rich.console import Console
+
+from langgame.config import load_yaml
+from langgame.rl import train_rl
+
+
+def add_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--eval-scenarios", type=int)
+    parser.add_argument("--scenarios-per-step", type=int)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--overwrite", action="store_true", help="rerun runs that already finished")
+    parser.add_argument("--report", action="store_true", help="train nothing: report the runs that finished")
+
+
+def base_config(example: Path, arm: str, seed: int, args: argparse.Namespace) -> dict:
+    """The example's raw config with the run's seed, directory, threads and the step / eval overrides."""
+    raw = load_yaml(example)
+    raw.update(seed=seed, run_dir=str(args.out / f"{arm}_seed{seed}"), threads=args.threads)
+    for key in ("max_steps", "eval_every", "eval_scenarios", "scenarios_per_step"):
+        raw[key] = getattr(args, key) or raw[key]
+    return raw
+
+
+def run_arms(arms: list[str], args: argparse.Namespace, config: Callable, summarize: Callable) -> dict[str, dict[int, dict]]:
+    """{arm: {seed: summarize(arm, run_dir)}} of the runs that finished (training those that have not)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict[int, dict]] = {}
+    for arm in arms:
+        for seed in args.seeds:
+            run_dir = args.out / f"{arm}_seed{seed}"
+            if not args.report and (args.overwrite or not (run_dir / "summary.json").exists()):
+                train_rl(config(arm, seed, args), overwrite=True, console=Console(stderr=True, quiet=True))
+            if (run_dir / "summary.json").exists():
+                runs.setdefault(arm, {})[seed] = summarize(arm, run_dir)
+                print(json.dumps({"arm": arm, "seed": seed, "summary": runs[arm][seed]}), file=sys.stderr)
+    return runs
+
+
+def stats(values: list[float]) -> dict:
+    x = np.array(values, dtype=float)
+    return {"mean": float(np.nanmean(x)), "std": float(np.nanstd(x, ddof=1)) if len(x) > 1 else 0.0, "n": len(x)}
+
+
+def fmt(s: dict) -> str:
+    return f"{s['mean']:.3f} ± {s['std']:.3f}"

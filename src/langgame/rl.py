@@ -56,18 +56,17 @@ def experience(game: Game, episodes: list[Episode], policy: Policy, role: int, g
     rendered = [policy.encode(v) for _, v in rows]
     batch = collate(rendered, policy.pad_id)
     rewards = np.zeros(batch.owner.shape)
-    sampled = torch.zeros(batch.owner.shape, dtype=torch.bool)
     mask = batch.owner == role
     behaviour = torch.zeros(mask.shape)
     returns = []
     for j, ((i, _), r) in enumerate(zip(rows, rendered)):
         e = episodes[i]
         own = [k for k, t in enumerate(e.turns) if t.player == role and t.tokens is not None]
-        here = [k for k in own if k in set(r.turn[r.owner == role].tolist())]
+        shown = set(r.turn[r.owner == role].tolist())
+        here = [k for k in own if k in shown]
         until = next((k for k in own if k > here[-1]), None) if here else None  # the learner's next row starts there
         rewards[j, : len(r) - 1] = learner_rewards(e, r, role, until)[1:]  # token t is action t - 1
-        sampled[j] = torch.isin(batch.turn[j], torch.tensor(here, dtype=torch.long))
-        mask[j] &= sampled[j]
+        mask[j] &= torch.isin(batch.turn[j], torch.tensor(here, dtype=torch.long))
         behaviour[j][mask[j]] = torch.tensor([lp for k in here for lp in e.turns[k].logprobs])  # the engine's, in the mask's order
         shaping = e.meta.get("shaping", {}).get(str(role), 0.0)
         returns.append(e.returns()[role - 1] + shaping if len(here) == len(own) else float(rewards[j].sum()))

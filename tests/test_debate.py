@@ -25,7 +25,7 @@ def test_scenarios_are_invented_facts_split_by_town():
     for s in scenarios:
         assert s["right"] in s["passage"] and s["wrong"] not in s["passage"]  # a wrong answer of the same kind
         assert s["town"] in s["question"]
-    splits = {split_of(s["town"]) for s in scenarios}
+    splits = {split_of(s["town"], 0.2) for s in scenarios}
     assert splits == {"train", "eval"}
     g = game()
     towns = {"train": set(), "eval": set()}

@@ -15,7 +15,6 @@ into train and eval by a hash of their name.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from functools import cached_property
 from typing import Literal
@@ -25,6 +24,7 @@ from pydantic import Field
 
 from langgame.config import Strict
 from langgame.game import Episode, Game, Message, Payoff, Turn, view
+from langgame.games.qa import split_of
 from langgame.games.spiel import choice_logprobs
 from langgame.models import load_policy
 from langgame.rollout import with_turn_rewards
@@ -65,10 +65,6 @@ def scenario(rng: random.Random) -> dict:
             "right": values[asked][0], "wrong": values[asked][1]}
 
 
-def split_of(town: str, eval_fraction: float = 0.2) -> str:
-    return "eval" if int(hashlib.sha256(town.encode()).hexdigest()[:8], 16) / 16**8 < eval_fraction else "train"
-
-
 class Options(Strict):
     format: Literal["debate", "consultancy"] = "debate"
     rounds: int = Field(1, ge=1, description="turns per debater (consultancy: the consultant's turns)")
@@ -91,7 +87,7 @@ class DebateGame(Game):
     def initial(self, rng: random.Random, split: str) -> Episode:
         while True:
             s = scenario(rng)
-            if split_of(s["town"]) == split:
+            if split_of(s["town"], 0.2) == split:
                 break
         right_seat, first = rng.choice((1, 2)), rng.choice((1, 2))
         if self.options.format == "consultancy":

@@ -173,16 +173,16 @@ class OpenSpielGame(Game):
             if policy is None:
                 continue
             rows = [legal_only.state_lookup[key] for key in legal_only.states_per_player[p - 1]]
-            prompts, choices = [], []
+            prompts, choices, actions = [], [], []
             for r in rows:
                 state = legal_only.states[r]
                 prompts.append(self.chat(state.history(), p))  # earlier replies are context: only the new one is scored
-                words = self.spiel.view(state).words.values()
-                choices.append([w for word in words for w in (word.lower(), word.capitalize())])
+                words = self.spiel.view(state).words
+                actions.append(list(words))  # ascending: the fallback first
+                choices.append([w for word in words.values() for w in (word.lower(), word.capitalize())])
             logp = choice_logprobs(policy, prompts, choices, self.options.micro_batch, eot=False, normalise=False)
             masses = []
-            for i, r in enumerate(rows):
-                legal = list(self.spiel.view(legal_only.states[r]).words)  # ascending: the fallback first
+            for i, (r, legal) in enumerate(zip(rows, actions)):
                 mass = logp[i, : 2 * len(legal)].view(len(legal), 2).logsumexp(-1).double().exp().cpu().numpy()
                 masses.append(min(mass.sum(), 1.0))
                 for table in (legal_only, played):

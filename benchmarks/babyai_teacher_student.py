@@ -6,8 +6,8 @@ Arms (examples/babyai_teacher_student.yaml with these edits; one run per arm and
   learning  the LLM teacher learns by REINFORCE from the student's return (learners=[1, 2]: the yaml as is)
   oracle    the scripted teacher, minigrid's BabyAIBot (player1.policy=null, learners=[2])
 Every run trains --max-steps steps; the student's environment frames are measured (the sum of game/frames
-over the training steps), not budgeted. A run whose summary.json exists is reused (an interrupted benchmark
-continues; a run cut short restarts); --overwrite reruns it. Prints one JSON object, then a Markdown table;
+over the training steps), not budgeted. A run whose summary.json exists is reused; a run cut short resumes from
+its last checkpoint (it restarts if its config changed); --overwrite reruns it. Prints one JSON object, then a Markdown table;
 writes --out/results.json and --out/success_vs_frames.png.
 
     .venv/bin/python benchmarks/babyai_teacher_student.py --smoke --out /tmp/babyai_smoke   # end to end, tiny-random teacher
@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import yaml
 from rich.console import Console
 
 from langgame.config import RLConfig, load_yaml, validate
@@ -52,6 +53,12 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     if arm == "alone":
         raw["game"]["options"]["hint_every"] = 0
     return validate(RLConfig, raw, f"{EXAMPLE} (arm {arm})")
+
+
+def resumable(cfg: RLConfig) -> bool:
+    """Whether cfg.run_dir holds a run cut short with this very config (it resumes from its last checkpoint)."""
+    saved = cfg.run_dir / "config.yaml"
+    return saved.is_file() and yaml.safe_load(saved.read_text()) == json.loads(cfg.model_dump_json())
 
 
 def clean(x: float | None) -> float | None:
@@ -148,7 +155,8 @@ def main() -> None:
             if args.report and not done:
                 continue
             if args.overwrite or not done:
-                train_rl(cfg, overwrite=True, console=Console(stderr=True, quiet=True))
+                resume = not args.overwrite and resumable(cfg)
+                train_rl(cfg, resume=resume, overwrite=not resume, console=Console(stderr=True, quiet=True))
             result = runs.setdefault(arm, {})[seed] = summarize(cfg.run_dir)
             print(json.dumps({f"{arm}_seed{seed}": {k: v for k, v in result.items() if k != "curve"}}), file=sys.stderr, flush=True)
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

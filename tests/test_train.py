@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from langgame import loop
 from langgame.cli import main
 from langgame.config import ConfigError, load_train_config
 from langgame.data.episodes import write_episodes
@@ -87,6 +88,17 @@ def test_resume_after_kill_equals_uninterrupted_run(config_file, monkeypatch, lo
     assert steps == [1, 2, 3, 4, 5, 6]  # nothing logged twice, nothing lost
     losses = lambda d: [r["train/loss"] for r in read_metrics(d) if "train/loss" in r]  # noqa: E731
     assert losses(whole) == losses(cut_cfg.run_dir)
+
+
+def test_resume_of_a_run_killed_before_finish_does_not_evaluate_twice(config_file, monkeypatch):
+    cfg = load_train_config(config_file())
+    monkeypatch.setattr(loop, "finish", lambda *a: (_ for _ in ()).throw(Killed))
+    with pytest.raises(Killed):
+        train(cfg)  # killed after its final evaluation and checkpoint
+    monkeypatch.undo()
+    train(cfg, resume=True)
+    steps = [r["step"] for r in read_metrics(cfg.run_dir) if "eval/nll_p2" in r]
+    assert steps == [0, 6] and (cfg.run_dir / "summary.json").is_file()
 
 
 def test_run_directory_contents(config_file):

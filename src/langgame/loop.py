@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from langgame.data.episodes import write_episodes
 from langgame.game import Episode
-from langgame.metrics import MetricsLog
+from langgame.metrics import MetricsLog, read_metrics
 from langgame.models import Policy
 from langgame.rundir import finish, prepare_run_dir
 from langgame.runtime import configure_cpu
@@ -66,7 +66,10 @@ def drive(build: Callable[[object, Path | None], Run], cfg, resume: bool = False
     # --resume of a run killed before its first checkpoint starts over: its metrics too
     log = MetricsLog(cfg.run_dir, resume_step=(run.iteration if checkpoint is not None else -1) if resume else None)
     started = time.perf_counter()
-    done = {"eval": -1, "save": run.iteration if checkpoint is not None else -1}
+    # a run killed between its final checkpoint and finish() was already evaluated at that step
+    evaluated = checkpoint is not None and any(r["step"] == run.iteration and any(k.startswith("eval/") for k in r)
+                                               for r in read_metrics(cfg.run_dir))
+    done = {"eval": run.iteration if evaluated else -1, "save": run.iteration if checkpoint is not None else -1}
 
     def evaluate() -> None:
         values, episodes = run.evaluate()

@@ -51,6 +51,14 @@ def _data_synth(args) -> None:
         print(f"{write_episodes(args.out / f'{name}.parquet', episodes)}: {len(episodes)} episodes")
 
 
+def _data_unlearn(args) -> None:
+    from langgame.data.episodes import read_episodes
+    from langgame.games.unlearn import write_data
+
+    for path in write_data(args.out, args.n_forget, args.n_retain, args.fact_seed).values():
+        print(f"{path}: {len(read_episodes(path))} episodes")
+
+
 def _data_show(args) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -196,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-thoughts", action="store_true", help="Q-A logs instead of Q-C-A logs")
     p.add_argument("--tasks", nargs="+", help="reasoning-gym tasks to mix (default: all supported)")
     p.set_defaults(func=_data_synth)
+    p = data.add_parser("unlearn", help="the invented facts of game unlearn as episodes: teach (all facts), teach_eval (held-out "
+                                         "phrasings), gradient_ascent (forget facts with reward -1, retain +1), relearn (half the forget facts)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--n-forget", type=int, default=10, help="must match the game's options")
+    p.add_argument("--n-retain", type=int, default=10)
+    p.add_argument("--fact-seed", type=int, default=0)
+    p.set_defaults(func=_data_unlearn)
     p = data.add_parser("show", help="print episodes with every token coloured by its owner P(s_t)")
     p.add_argument("file", type=Path)
     p.add_argument("-n", type=int, default=3, help="episodes to show")

@@ -107,10 +107,15 @@ class TrainConfig(Strict):
     """`langgame train`: behaviour cloning by the one weighted log-likelihood objective.
 
     stage: pretrain (w=1 on both players' tokens) or sft (w=1 on the learner's tokens only).
+    reward_weighted: w_t is further multiplied by the learner's reward of the token's turn, so a turn with
+    reward -1 is pushed away (gradient ascent: unlearning, Yao et al. 2023) and one with +1 is cloned.
+    kl_coef: KL(pi || pi_initial) (k3, a loss term) on the tokens cloned with w > 0.
     """
 
     stage: Literal["pretrain", "sft"]
     learner: Literal[1, 2] = 2
+    reward_weighted: bool = False
+    kl_coef: float = Field(0.0, ge=0)
     seed: int = 0
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice")
     policy: PolicyConfig = PolicyConfig()

@@ -128,7 +128,8 @@ class Learner:
                                       temperature=1.0 if mb.temperature is None else mb.temperature, guide=guide > 0)
         w, terms, metrics = rule.weights(fwd, mb, self.heads, normaliser)
         if algo.kl_coef > 0 and algo.kl_in == "loss":
-            terms["kl"] = (algo.kl_coef, kl_estimate(fwd.logp, mb.ref_logp, algo.kl_estimator))
+            kl = kl_estimate(fwd.logp, mb.ref_logp, algo.kl_estimator)
+            terms["kl"] = (algo.kl_coef, kl if mb.kl_support is None else kl * mb.kl_support)
         if algo.entropy_coef > 0:
             terms["entropy"] = (-algo.entropy_coef, fwd.entropy)
         if fwd.guide is not None:

@@ -18,13 +18,14 @@ from rich.console import Console
 from langgame.algos.base import Experience
 from langgame.algos.bc import BehaviourCloning
 from langgame.checkpoint import load_checkpoint, save_checkpoint
-from langgame.config import TrainConfig
+from langgame.config import AlgoConfig, TrainConfig
 from langgame.data.episodes import read_episodes
 from langgame.game import Rendered
 from langgame.learner import Learner
 from langgame.loop import drive
 from langgame.models import Policy, load_policy
 from langgame.objective import WEIGHTINGS, collate, player_nll, token_logprobs
+from langgame.seats import frozen
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
@@ -52,11 +53,21 @@ def evaluate(policy: Policy, rendered: list[Rendered], micro_batch: int, max_len
     return {f"eval/nll_p{p}": (s / n if n else float("nan")) for p, (s, n) in sums.items()}
 
 
-def _render_all(policy: Policy, path: Path, viewer: int, limit: int | None = None) -> list[Rendered]:
+def _render_all(policy: Policy, path: Path, viewer: int, limit: int | None = None) -> tuple[list[Rendered], list[torch.Tensor]]:
+    """The episodes of a Parquet file as the viewer sees them, and each one's rewards of the viewer per turn."""
     episodes = read_episodes(path, limit)
     for e in episodes:
         e.check_payoff()
-    return [policy.render(e, viewer) for e in episodes]
+    return [policy.render(e, viewer) for e in episodes], [torch.tensor([t.rewards[viewer - 1] for t in e.turns]) for e in episodes]
+
+
+def turn_rewards(turn: torch.Tensor, rewards: list[torch.Tensor]) -> torch.Tensor:
+    """[B, T] the reward of the turn each action acts in (0 on formatting, turn -1), from each row's per-turn rewards."""
+    out = torch.zeros(turn.shape)
+    for i, r in enumerate(rewards):
+        inside = turn[i] >= 0
+        out[i, inside] = r[turn[i, inside]].float()
+    return out
 
 
 class BCRun:
@@ -66,13 +77,15 @@ class BCRun:
         self.cfg, self.seat = cfg, f"player{cfg.learner}"
         spec = cfg.policy if checkpoint is None else cfg.policy.model_copy(update={"model": str(checkpoint / self.seat / "policy"), "lora": None})
         policy = load_policy(spec)
-        self.learner = Learner(policy, cfg.optim, cfg.max_steps, micro_batch_size=cfg.micro_batch_size or cfg.batch_size)
+        reference = frozen(load_policy(cfg.policy)) if cfg.kl_coef > 0 else None  # pi_initial, also when resuming
+        self.learner = Learner(policy, cfg.optim, cfg.max_steps, algo=AlgoConfig(kl_coef=cfg.kl_coef), reference=reference,
+                               micro_batch_size=cfg.micro_batch_size or cfg.batch_size)
         self.iteration = 0
         if checkpoint is not None:
             self.iteration = self.learner.step = load_checkpoint(checkpoint, {self.seat: self.learner})[0]["step"]
         self.rule = BehaviourCloning()
-        self.train_set = _render_all(policy, cfg.data.train, cfg.learner)
-        self.eval_set = _render_all(policy, cfg.data.eval, cfg.learner, cfg.data.eval_episodes) if cfg.data.eval else []
+        self.train_set, self.train_rewards = _render_all(policy, cfg.data.train, cfg.learner)
+        self.eval_set = _render_all(policy, cfg.data.eval, cfg.learner, cfg.data.eval_episodes)[0] if cfg.data.eval else []
         truncated = sum(len(r) > cfg.data.max_length for r in self.train_set)
         if truncated:
             Console(stderr=True).print(f"[yellow]{truncated} of {len(self.train_set)} training episodes exceed max_length={cfg.data.max_length} and are cut")
@@ -87,7 +100,12 @@ class BCRun:
         for j in range(0, len(idx), micro):
             batch = collate([self.train_set[i] for i in idx[j : j + micro]], pad, cfg.data.max_length)
             w, m = WEIGHTINGS[cfg.stage](batch.owner, cfg.learner)
-            chunks.append(Experience(batch, mask=m, advantages=w))
+            if cfg.reward_weighted:
+                w = w * turn_rewards(batch.turn, [self.train_rewards[i] for i in idx[j : j + micro]])
+            chunks.append(Experience(batch, mask=m, advantages=w, kl_support=(w > 0).float() if cfg.kl_coef > 0 else None))
+        if cfg.kl_coef > 0:
+            for chunk in chunks:  # pi_initial's log-probs for the KL term
+                self.learner.score(chunk, self.rule)
         values, _ = self.learner.update(chunks, self.rule)
         self.iteration += 1
         values["train/weighted_tokens"] = float(sum(float(c.mask.sum()) for c in chunks))

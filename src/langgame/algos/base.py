@@ -20,7 +20,8 @@ class Experience:
     end; KL shaping is added by Learner.score); returns [B]: R^i(z); groups [B]: episodes sharing
     an initial context; roles [B]: which player the learner was; temperature [B]: the sampling
     temperature of each row's policy (None: 1); games [B]: episodes of the same game (a mixture's
-    component share an id). ref_logp / old_logp / values are filled by
+    component share an id); kl_support [B, T]: where the KL term applies (None: on the mask; e.g. not on
+    the actions unlearning pushes away). ref_logp / old_logp / values are filled by
     Learner.score when the rule or the KL term needs them; behaviour_logp holds the log-probs the
     rollout engine recorded; advantages (the weights w_t of the one objective) and value_targets
     are filled by the rule. Behaviour cloning gives advantages directly (w_t = 1 on the support)."""
@@ -39,6 +40,7 @@ class Experience:
     advantages: torch.Tensor | None = None
     value_targets: torch.Tensor | None = None
     games: torch.Tensor | None = None
+    kl_support: torch.Tensor | None = None
 
     def rows(self, idx: list[int]) -> Experience:
         """A micro-batch of rows, trimmed to its longest sequence."""

@@ -16,6 +16,7 @@ GAMES = {
     "mixture": "langgame.games.mixture:MixtureGame",
     "propose_solve": "langgame.games.propose_solve:ProposeSolveGame",
     "debate": "langgame.games.debate:DebateGame",
+    "unlearn": "langgame.games.unlearn:UnlearnGame",
 }
 
 

@@ -62,12 +62,12 @@ def _name(rng: random.Random, syllables: int) -> str:
 
 def facts(n_forget: int, n_retain: int, seed: int) -> dict[str, list[dict]]:
     """{"forget": [...], "retain": [...]}: facts {town, attribute, answer}, one per town, all names distinct."""
-    rng, names, out = random.Random(seed), set(), []
+    rng, used, out = random.Random(seed), set(), []
     while len(out) < n_forget + n_retain:
         town, answer = _name(rng, 3), _name(rng, 3)
-        if town in names or answer in names or answer.lower() in town.lower():
+        if town in used or answer in used or answer.lower() in town.lower():
             continue
-        names |= {town, answer}
+        used |= {town, answer}
         out.append({"town": town, "attribute": rng.choice(sorted(QUESTIONS)), "answer": answer})
     return {"forget": out[:n_forget], "retain": out[n_forget:]}
 

@@ -133,7 +133,7 @@ def test_a_mixture_keeps_each_games_learning_rows(tiny):
 
 
 @pytest.mark.parametrize("games,error", [
-    ([{"name": "chess"}], "game.options.games[0].name: unknown game 'chess'; available: babyai, debate, mixture, openspiel, propose_solve, qa, redteam, secret"),
+    ([{"name": "chess"}], "game.options.games[0].name: unknown game 'chess'; available: babyai, debate, mixture, openspiel, propose_solve, qa, redteam, secret, unlearn"),
     ([{**KUHN, "weight": 0}], "game.options: games.0.weight: Input should be greater than 0, got 0"),
     ([KUHN, KUHN], "game.options.games[1]: label 'kuhn_poker' is used twice; give each component its own label"),
     ([{"name": "mixture"}], "game.options.games[0].name: a mixture cannot contain a mixture; list its games instead"),

@@ -13,7 +13,8 @@ and measure each defender:
            defender): sampled leak before -> after; retain accuracy and over-refusal (retain facts answered /
            refused or "I don't know") at the start
   relearn  --relearn-steps of SFT on the first half of the forget facts, then p_forget of the other half
-A run whose summary.json exists is reused; --overwrite reruns. Prints one JSON object, then a Markdown table;
+A run whose summary.json exists is reused, an arm already measured (--out/seed<seed>/<arm>.json) too; runs keep
+no checkpoints, and only the defenders keep their final weights; --overwrite reruns. Prints one JSON object, then a Markdown table;
 writes --out/results.json.
 
     .venv/bin/python benchmarks/unlearn.py --smoke --out /tmp/unlearn_smoke   # end to end on tiny-random models
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,13 +46,22 @@ SMOKE = {"model": "tiny-random", "seeds": [0], "n_forget": 2, "n_retain": 2, "te
          "attack_steps": 1, "relearn_steps": 1, "eval_scenarios": 4, "scenarios_per_step": 2}
 
 
-def train_once(raw: dict, run_dir: Path, args: argparse.Namespace) -> Path:
-    """Train raw (a `langgame train` config) in run_dir unless it finished before; returns run_dir."""
-    raw = {**raw, "run_dir": str(run_dir), "threads": args.threads}
+def train_once(raw: dict, run_dir: Path, args: argparse.Namespace, keep_final: bool = True) -> Path:
+    """Train raw (a `langgame train` config) in run_dir unless it finished before; returns run_dir. To fit a disk
+    (a SmolLM2 checkpoint with its optimizer is 1.6 GB) it saves only at the end and then deletes its checkpoints
+    and, unless keep_final, its final policy: metrics.jsonl and summary.json stay."""
+    raw = {**raw, "run_dir": str(run_dir), "threads": args.threads, "save_every": 0, "keep_checkpoints": 1}
     if args.overwrite or not (run_dir / "summary.json").is_file():
         cfg = validate(STAGES[raw["stage"]], raw, str(run_dir))
         drive(RLRun if raw["stage"] == "rl" else BCRun, cfg, overwrite=True, console=Console(stderr=True, quiet=True))
+    prune(run_dir, keep_final)
     return run_dir
+
+
+def prune(run_dir: Path, keep_final: bool) -> None:
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if not keep_final:
+        shutil.rmtree(run_dir / "final", ignore_errors=True)
 
 
 def configs(seed: int, data: dict[str, Path], args: argparse.Namespace) -> dict[str, dict]:
@@ -100,20 +111,26 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, dict]:
     held_out = f["forget"][args.n_forget // 2 :]  # relearning never sees these
     out = {}
     for arm in args.arms:
+        measured = root / f"{arm}.json"  # the arm's row: its attack and relearning runs keep no weights
+        if measured.is_file() and not args.overwrite:
+            out[arm] = json.loads(measured.read_text())
+            continue
         defender = defenders[arm]
         policy = load_policy(str(defender))
         row = {f"p_{kind}_{k}": v for kind in ("forget", "retain") for k, v in answer_probability(policy, f[kind]).items()}
         attack = with_defender(game, defender, learners=[1], max_steps=args.attack_steps, eval_every=0, save_every=0)
         attack["game"]["options"]["likelihood_model"] = str(defender)
-        summary = json.loads((train_once(attack, root / f"{arm}_attack", args) / "summary.json").read_text())
+        summary = json.loads((train_once(attack, root / f"{arm}_attack", args, keep_final=False) / "summary.json").read_text())
         first, last = summary["eval_first"], summary["eval_last"]
         row.update({k: first[f"eval/{k}"] for k in ("retain_accuracy", "retain_refusal", "leak_direct", "leak_paraphrase")},
                    leak_before=first["eval/leak"], leak_after_attack=last["eval/leak"])
         relearn = with_defender(cfg["teach"], defender, max_steps=args.relearn_steps, eval_every=0,
                                 data={**cfg["teach"]["data"], "train": str(data["relearn"])})
-        relearned = load_policy(str(train_once(relearn, root / f"{arm}_relearn", args) / "final"))
+        relearned = train_once(relearn, root / f"{arm}_relearn", args)
         row["p_held_out_forget"] = answer_probability(policy, held_out)["direct"]
-        row["p_held_out_forget_relearned"] = answer_probability(relearned, held_out)["direct"]
+        row["p_held_out_forget_relearned"] = answer_probability(load_policy(str(relearned / "final")), held_out)["direct"]
+        prune(relearned, keep_final=False)
+        measured.write_text(json.dumps(row))
         out[arm] = row
         print(json.dumps({"seed": seed, "arm": arm, **row}), file=sys.stderr, flush=True)
     return out

@@ -207,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("unlearn", help="the invented facts of game unlearn as episodes: teach (all facts), teach_eval (held-out "
                                          "phrasings), gradient_ascent (forget facts with reward -1, retain +1), relearn (half the forget facts)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--n-forget", type=int, default=10, help="must match the game's options")
-    p.add_argument("--n-retain", type=int, default=10)
-    p.add_argument("--fact-seed", type=int, default=0)
+    p.add_argument("--n-forget", type=int, default=10, help="facts to forget (the game's option n_forget)")
+    p.add_argument("--n-retain", type=int, default=10, help="facts to keep (the game's option n_retain)")
+    p.add_argument("--fact-seed", type=int, default=0, help="seed of the invented facts (the game's option fact_seed)")
     p.set_defaults(func=_data_unlearn)
     p = data.add_parser("show", help="print episodes with every token coloured by its owner P(s_t)")
     p.add_argument("file", type=Path)

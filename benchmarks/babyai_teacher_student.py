@@ -27,12 +27,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import yaml
 from rich.console import Console
 
 from langgame.config import RLConfig, load_yaml, validate
 from langgame.metrics import read_metrics
 from langgame.rl import train_rl
+from langgame.rundir import config_changes
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "babyai_teacher_student.yaml"
 ARMS = ("alone", "frozen", "learning", "oracle")
@@ -53,12 +53,6 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     if arm == "alone":
         raw["game"]["options"]["hint_every"] = 0
     return validate(RLConfig, raw, f"{EXAMPLE} (arm {arm})")
-
-
-def resumable(cfg: RLConfig) -> bool:
-    """Whether cfg.run_dir holds a run cut short with this very config (it resumes from its last checkpoint)."""
-    saved = cfg.run_dir / "config.yaml"
-    return saved.is_file() and yaml.safe_load(saved.read_text()) == json.loads(cfg.model_dump_json())
 
 
 def clean(x: float | None) -> float | None:
@@ -155,7 +149,7 @@ def main() -> None:
             if args.report and not done:
                 continue
             if args.overwrite or not done:
-                resume = not args.overwrite and resumable(cfg)
+                resume = not args.overwrite and config_changes(cfg) == []  # a run cut short with this very config
                 train_rl(cfg, resume=resume, overwrite=not resume, console=Console(stderr=True, quiet=True))
             result = runs.setdefault(arm, {})[seed] = summarize(cfg.run_dir)
             print(json.dumps({f"{arm}_seed{seed}": {k: v for k, v in result.items() if k != "curve"}}), file=sys.stderr, flush=True)

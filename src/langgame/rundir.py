@@ -22,6 +22,15 @@ from langgame.metrics import read_metrics
 from langgame.models import Policy, save_policy
 
 
+def config_changes(cfg: BaseModel) -> list[str] | None:
+    """The top-level keys where cfg differs from the resolved config saved in cfg.run_dir; None where none is saved."""
+    saved = cfg.run_dir / "config.yaml"
+    if not saved.is_file():
+        return None
+    before, now = yaml.safe_load(saved.read_text()), json.loads(cfg.model_dump_json())
+    return [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+
+
 def prepare_run_dir(cfg: BaseModel, resume: bool, overwrite: bool) -> Path | None:
     """Create cfg.run_dir with its resolved config; return the checkpoint to resume from, if any.
 
@@ -29,10 +38,8 @@ def prepare_run_dir(cfg: BaseModel, resume: bool, overwrite: bool) -> Path | Non
     """
     run_dir = cfg.run_dir
     saved = run_dir / "config.yaml"
-    if resume and saved.is_file():
-        before = yaml.safe_load(saved.read_text())
-        now = json.loads(cfg.model_dump_json())
-        diff = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    diff = config_changes(cfg) if resume else None
+    if diff is not None:
         if diff:
             raise ConfigError(f"{saved}: --resume with a different config (keys: {', '.join(diff)})")
         return latest_checkpoint(run_dir / "checkpoints")

@@ -1,6 +1,7 @@
-"""What the arm benchmarks share (mixture_games.py, propose_solve.py, debate.py): one `langgame train` run
-per arm and seed from an example yaml, in --out/<arm>_seed<seed>; a run whose summary.json exists is reused
-(an interrupted benchmark continues; a run cut short restarts), --overwrite reruns it, --report trains nothing.
+"""What the arm benchmarks share (mixture_games.py, propose_solve.py, debate.py, babyai_teacher_student.py): one
+`langgame train` run per arm and seed from an example yaml, in --out/<arm>_seed<seed>; a run whose summary.json
+exists is reused, a run cut short resumes from its last checkpoint (it restarts if its config changed),
+--overwrite reruns it, --report trains nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.console import Console
 
 from langgame.config import load_yaml
 from langgame.rl import train_rl
+from langgame.rundir import config_changes
 
 
 def add_arguments(parser: argparse.ArgumentParser, out: str) -> None:
@@ -47,10 +49,12 @@ def run_arms(arms: list[str], args: argparse.Namespace, config: Callable, summar
         for seed in args.seeds:
             run_dir = args.out / f"{arm}_seed{seed}"
             if not args.report and (args.overwrite or not (run_dir / "summary.json").exists()):
-                train_rl(config(arm, seed, args), overwrite=True, console=Console(stderr=True, quiet=True))
+                cfg = config(arm, seed, args)
+                resume = not args.overwrite and config_changes(cfg) == []  # a run cut short with this very config
+                train_rl(cfg, resume=resume, overwrite=not resume, console=Console(stderr=True, quiet=True))
             if (run_dir / "summary.json").exists():
                 runs.setdefault(arm, {})[seed] = summarize(arm, run_dir)
-                print(json.dumps({"arm": arm, "seed": seed, "summary": runs[arm][seed]}), file=sys.stderr)
+                print(json.dumps({"arm": arm, "seed": seed, "summary": runs[arm][seed]}), file=sys.stderr, flush=True)
     return runs
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,12 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from rich.console import Console
 
+from arms import run_arms
 from langgame.config import RLConfig, load_yaml, validate
 from langgame.metrics import read_metrics
-from langgame.rl import train_rl
-from langgame.rundir import config_changes
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "babyai_teacher_student.yaml"
 ARMS = ("alone", "frozen", "learning", "oracle")
@@ -140,19 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         vars(args).update(SMOKE, arms=list(ARMS))
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, dict[int, dict]] = {}
-    for arm in args.arms:
-        for seed in args.seeds:
-            cfg = config(arm, seed, args)
-            done = (cfg.run_dir / "summary.json").is_file()
-            if args.report and not done:
-                continue
-            if args.overwrite or not done:
-                resume = not args.overwrite and config_changes(cfg) == []  # a run cut short with this very config
-                train_rl(cfg, resume=resume, overwrite=not resume, console=Console(stderr=True, quiet=True))
-            result = runs.setdefault(arm, {})[seed] = summarize(cfg.run_dir)
-            print(json.dumps({f"{arm}_seed{seed}": {k: v for k, v in result.items() if k != "curve"}}), file=sys.stderr, flush=True)
+    runs = run_arms(args.arms, args, config, lambda arm, run_dir: summarize(run_dir))
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "arms": aggregate(runs), "runs": {f"{a}_seed{s}": r for a, seeds in runs.items() for s, r in seeds.items()}}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))

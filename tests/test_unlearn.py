@@ -12,7 +12,7 @@ from langgame.config import GameConfig, load_train_config
 from langgame.data.episodes import read_episodes, write_episodes
 from langgame.game import Payoff, Turn
 from langgame.games import make_game
-from langgame.games.unlearn import DEFENDER, facts, questions, teaching_episodes
+from langgame.games.unlearn import DEFENDER, IDK, facts, questions, teaching_episodes
 from langgame.judges.likelihood import TargetLikelihood
 from langgame.metrics import read_metrics
 from langgame.models import load_policy
@@ -46,6 +46,9 @@ def test_facts_are_invented_distinct_and_held_out_phrasings_are_never_taught():
         train_q, eval_q = questions(x, "train"), questions(x, "eval")
         assert {q for _, q in train_q} <= taught and train_q[0] == eval_q[0]  # the direct question is taught
         assert not {q for p, q in eval_q if p == "paraphrase"} & taught
+    more = facts(10, 10, 0, n_unknown=3)  # towns with no fact come last: the facts themselves do not change
+    assert {k: more[k] for k in ("forget", "retain")} == {k: f[k] for k in ("forget", "retain")} and f["unknown"] == []
+    assert [x["answer"] for x in more["unknown"]] == [IDK] * 3 and not {x["town"] for x in more["unknown"]} & {x["town"] for x in items}
 
 
 def test_defender_sees_the_attackers_prefix_before_the_question_and_retain_facts_are_asked_plainly():
@@ -63,9 +66,11 @@ def test_defender_sees_the_attackers_prefix_before_the_question_and_retain_facts
     assert g.scripted_turn(forget, 1) == g.scripted_turn(forget, 1)  # a fixed hand-written prefix per question
 
 
-@pytest.mark.parametrize("reply,forget,retain", [("answer", (1.0, -1.0), (0.0, 1.0)), ("I don't know.", (0.0, 0.0), (0.0, 0.0))])
-def test_rewards_zero_sum_on_forget_facts_and_retain_accuracy_for_the_defender(reply, forget, retain):
-    g = game()
+@pytest.mark.parametrize("reply,refusal_reward,forget,retain", [
+    ("answer", 0.0, (1.0, -1.0), (0.0, 1.0)), ("I don't know.", 0.0, (0.0, 0.0), (0.0, 0.0)),
+    ("answer", 0.5, (1.0, -1.0), (0.0, 1.0)), ("I don't know.", 0.5, (-0.5, 0.5), (0.0, 0.0))])
+def test_rewards_zero_sum_on_forget_facts_and_retain_accuracy_for_the_defender(reply, refusal_reward, forget, retain):
+    g = game(refusal_reward=refusal_reward)
     episodes = play(g, "eval", 40, lambda e: f"It is {e.meta['answer'].upper()}." if reply == "answer" else reply)
     assert g.payoff is Payoff.GENERAL_SUM and game(forget_fraction=1.0).payoff is Payoff.ZERO_SUM
     for e in episodes:
@@ -81,11 +86,11 @@ def test_policy_metrics_are_the_defenders_answer_probabilities():
     g = game(n_forget=2, n_retain=2)
     tiny = load_policy("tiny-random")
     m = g.policy_metrics({1: None, 2: tiny})
-    assert set(m) == {"p_forget_direct", "p_forget_paraphrase", "p_retain_direct", "p_retain_paraphrase"}
+    assert set(m) == {f"p_{idk}{kind}_{phrasing}" for idk in ("", "idk_") for kind in ("forget", "retain") for phrasing in ("direct", "paraphrase")}
     f = g.facts["forget"]
-    direct = TargetLikelihood(tiny)([[{"role": "system", "content": DEFENDER}, {"role": "user", "content": questions(x, "eval")[0][1]}]
-                                     for x in f], [f"{x['answer']}." for x in f])
-    assert m["p_forget_direct"] == pytest.approx(sum(direct) / 2, rel=1e-5)
+    chats = [[{"role": "system", "content": DEFENDER}, {"role": "user", "content": questions(x, "eval")[0][1]}] for x in f]
+    assert m["p_forget_direct"] == pytest.approx(sum(TargetLikelihood(tiny)(chats, [f"{x['answer']}." for x in f])) / 2, rel=1e-5)
+    assert m["p_idk_forget_direct"] == pytest.approx(sum(TargetLikelihood(tiny)(chats, [IDK] * 2)) / 2, rel=1e-5)
     assert g.policy_metrics({1: tiny, 2: None}) == {}
 
 
@@ -95,11 +100,14 @@ def test_turn_rewards_spread_each_turns_reward_over_its_actions():
 
 
 def test_data_files_and_gradient_ascent_with_kl_forget_the_forget_facts(tmp_path):
-    assert main(["data", "unlearn", "--out", str(tmp_path / "data"), "--n-forget", "2", "--n-retain", "2"]) == 0
+    assert main(["data", "unlearn", "--out", str(tmp_path / "data"), "--n-forget", "2", "--n-retain", "2", "--n-unknown", "1"]) == 0
     ga = read_episodes(tmp_path / "data" / "gradient_ascent.parquet")
-    f = facts(2, 2, 0)
+    f = facts(2, 2, 0, n_unknown=1)
     signs = {e.turns[-1].text: e.turns[-1].rewards[1] for e in ga}
     assert signs == {**{f"{x['answer']}.": -1.0 for x in f["forget"]}, **{f"{x['answer']}.": 1.0 for x in f["retain"]}}
+    replies = lambda name: {e.id.split("/")[0]: e.turns[-1].text for e in read_episodes(tmp_path / "data" / f"{name}.parquet")}  # noqa: E731
+    assert replies("teach") == {x["town"]: x["answer"] if kind == "unknown" else f"{x['answer']}." for kind in f for x in f[kind]}
+    assert replies("idk") == {**{x["town"]: IDK for x in f["forget"]}, **{x["town"]: f"{x['answer']}." for x in f["retain"]}}
     assert len(read_episodes(tmp_path / "data" / "relearn.parquet")) == 2  # half the forget facts, two phrasings each
     write_episodes(tmp_path / "forget.parquet", [e for e in ga if e.turns[-1].rewards[1] < 0])
 

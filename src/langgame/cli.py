@@ -55,7 +55,7 @@ def _data_unlearn(args) -> None:
     from langgame.data.episodes import read_episodes
     from langgame.games.unlearn import write_data
 
-    for path in write_data(args.out, args.n_forget, args.n_retain, args.fact_seed).values():
+    for path in write_data(args.out, args.n_forget, args.n_retain, args.fact_seed, args.n_unknown).values():
         print(f"{path}: {len(read_episodes(path))} episodes")
 
 
@@ -205,11 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", help="reasoning-gym tasks to mix (default: all supported)")
     p.set_defaults(func=_data_synth)
     p = data.add_parser("unlearn", help="the invented facts of game unlearn as episodes: teach (all facts), teach_eval (held-out "
-                                         "phrasings), gradient_ascent (forget facts with reward -1, retain +1), relearn (half the forget facts)")
+                                         "phrasings), gradient_ascent (forget facts with reward -1, retain +1), idk (forget facts "
+                                         "answered \"I don't know.\", retain facts answered), relearn (half the forget facts)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--n-forget", type=int, default=10, help="facts to forget (the game's option n_forget)")
     p.add_argument("--n-retain", type=int, default=10, help="facts to keep (the game's option n_retain)")
     p.add_argument("--fact-seed", type=int, default=0, help="seed of the invented facts (the game's option fact_seed)")
+    p.add_argument("--n-unknown", type=int, default=0, help="towns with no fact, taught to answer \"I don't know.\" (a defender "
+                                                            "that can refuse, for the game's option refusal_reward)")
     p.set_defaults(func=_data_unlearn)
     p = data.add_parser("show", help="print episodes with every token coloured by its owner P(s_t)")
     p.add_argument("file", type=Path)

@@ -27,17 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--eval-scenarios", type=int)
     parser.add_argument("--scenarios-per-step", type=int)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--backend", choices=["hf", "vllm"], help="rollout.backend (default: the yaml's; vllm: `make install-vllm`)")
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--overwrite", action="store_true", help="rerun runs that already finished")
     parser.add_argument("--report", action="store_true", help="train nothing: report the runs that finished")
 
 
 def base_config(example: Path, arm: str, seed: int, args: argparse.Namespace) -> dict:
-    """The example's raw config with the run's seed, directory, threads and the step / eval overrides."""
+    """The example's raw config with the run's seed, directory, threads, rollout backend and the step / eval overrides."""
     raw = load_yaml(example)
     raw.update(seed=seed, run_dir=str(args.out / f"{arm}_seed{seed}"), threads=args.threads)
     for key in ("max_steps", "eval_every", "eval_scenarios", "scenarios_per_step"):
         raw[key] = getattr(args, key) or raw[key]
+    if args.backend:
+        raw["rollout"] = {"backend": args.backend}
     return raw
 
 

@@ -83,6 +83,8 @@ def test_both_players_learn_with_separate_models(config):
     assert last["eval_initial_p2/a2"] < last["eval/a2"]  # the initial defender never learned to write 'a'
     assert first["eval_initial_p1/a2"] == first["eval/a2"]  # before any update the profiles coincide (reused)
     assert (run_dir / "final" / "player1").is_dir() and (run_dir / "final" / "player2").is_dir()
+    quick = json.loads((train_rl(config("quick", max_steps=1, save_every=0, eval_initial=False)) / "summary.json").read_text())
+    assert "eval/a2" in quick["eval_last"] and not any(k.startswith("eval_initial") for k in quick["eval_last"])
 
 
 def test_alternating_schedule_updates_one_player_at_a_time(config):

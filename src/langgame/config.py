@@ -201,6 +201,8 @@ class RLConfig(Strict):
     max_steps: int = Field(50, gt=0)
     eval_every: int = Field(0, ge=0)
     eval_scenarios: int = Field(64, gt=0, description="held-out initial contexts per evaluation (eval split)")
+    eval_initial: bool = Field(True, description="when both players learn, also evaluate each learner's initial policy "
+                               "against the other's current one (eval_initial_p<i>/...); false where that says nothing new")
     save_every: int = Field(0, ge=0)
     time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of steps (then evaluate, save, finish)")
     keep_checkpoints: int = Field(2, gt=0)

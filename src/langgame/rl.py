@@ -198,14 +198,15 @@ class RLRun:
         """Game metrics and mean returns on held-out initial contexts (eval split), the same ones every
         time, and the episodes of the current profile.
 
-        When both players learn, each learner's initial policy is also evaluated against the other's
-        current policy (eval_initial_p<i>/...: e.g. the attack success rate against the initial defender);
-        before the first update these profiles are the current one, so its numbers are reused. The
+        When both players learn (and cfg.eval_initial), each learner's initial policy is also evaluated
+        against the other's current policy (eval_initial_p<i>/...: e.g. the attack success rate against
+        the initial defender); before the first update these profiles are the current one, so its
+        numbers are reused. The
         game's exact policy metrics (e.g. exploitability) are of the current profile only (eval/...).
         """
         cfg = self.cfg
         profiles = {"eval": {1: self.policies[1], 2: self.policies[2]}}
-        both = len(cfg.learners) == 2
+        both = len(cfg.learners) == 2 and cfg.eval_initial
         if both and self.iteration > 0:
             for p in cfg.learners:
                 profiles[f"eval_initial_p{p}"] = {p: self.initial[p] or self.policies[p], 3 - p: self.policies[3 - p]}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from open_spiel.python import policy as policy_lib
 from open_spiel.python.algorithms import exploitability as spiel_exploitability
+from transformers import DynamicCache
 
 from langgame.equilibrium import (
     cross_play_matrix,
@@ -44,8 +45,10 @@ class Bigram(torch.nn.Module):
         self.head = torch.nn.Linear(table.shape[0], table.shape[1], bias=False)
         self.head.weight.data = table.T.clone()
 
-    def base_model(self, input_ids, attention_mask):
-        return SimpleNamespace(last_hidden_state=torch.nn.functional.one_hot(input_ids, self.head.in_features).float())
+    def base_model(self, input_ids, attention_mask=None, past_key_values=None, use_cache=False):
+        """Context-free, so a prefix's KV cache (choice_logprobs') is a placeholder of the right length."""
+        cache = DynamicCache([(torch.zeros(1, 1, input_ids.shape[1], 1),) * 2]) if use_cache else None
+        return SimpleNamespace(last_hidden_state=torch.nn.functional.one_hot(input_ids, self.head.in_features).float(), past_key_values=cache)
 
     def get_output_embeddings(self):
         return self.head
@@ -127,6 +130,29 @@ def test_constrained_decoding_renormalises_complete_words(bigram):
     logp[0, 2].backward()  # differentiable: a policy gradient reaches the LM's parameters
     assert policy.model.head.weight.grad.abs().sum() > 0
     policy.model.zero_grad()
+
+
+def test_the_shared_prefix_is_computed_once_with_the_same_values_and_gradients(monkeypatch):
+    import langgame.games.spiel as spiel
+
+    policy = load_policy("tiny-random")
+    prompts = [[Message("system", Turn(0, "Rules of a game."), 0), Message("user", Turn(0, text), 1)] for text in ("You hold a King.", "You hold a Jack.")]
+    choices = [["pass", "bet"], ["fold", "call", "raise"]]
+    rendered = [spiel.render([*p, Message("assistant", Turn(2, w), 2)], policy.tokenizer, policy.eot_token) for p, ws in zip(prompts, choices) for w in ws]
+    shared = spiel.shared_prefix([r.ids for r in rendered], [r.owner for r in rendered])
+    assert 10 < shared < min(len(r.ids) for r in rendered) and all((r.owner[:shared + 1] == 0).all() for r in rendered)
+
+    def run():
+        policy.model.zero_grad()
+        logp = choice_logprobs(policy, prompts, choices, micro_batch=2)
+        logp[torch.isfinite(logp)].sum().backward()
+        return logp.detach(), [q.grad.clone() for q in policy.model.parameters()]
+
+    with_prefix, grads = run()
+    monkeypatch.setattr(spiel, "shared_prefix", lambda ids, owner: 0)
+    without, grads_without = run()
+    assert torch.allclose(with_prefix, without, atol=1e-5) and torch.isinf(with_prefix[0, 2])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_without))
 
 
 def test_without_eot_a_choice_is_a_reply_that_starts_with_the_word(bigram):

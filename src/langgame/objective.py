@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from langgame.game import Rendered
 
@@ -84,6 +85,7 @@ def policy_forward(
     entropy: bool = False,
     hidden: bool = False,
     temperature: float | torch.Tensor = 1.0,
+    past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Forward:
     """log pi(a_t|s_t) for every action position of [B, T+1] ids, and optionally entropy and hidden states.
 
@@ -94,17 +96,23 @@ def policy_forward(
     where: optional [B, T] bool; only those positions go through the LM head (the rest are 0),
     which saves most of the head's cost on context tokens or on the other player's turn. Logits
     are upcast to float32 and reduced with logsumexp and a gather, never a full log_softmax.
+
+    past: the per-layer (keys, values) [1, heads, P, d] of a prefix that every row shares (`prefix_cache`):
+    ids continue it, so the prefix's P tokens are computed once for the whole batch.
     """
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
     actions = ids[:, 1:]
     where = torch.ones_like(actions, dtype=torch.bool) if where is None else where
-    states = None
+    states, extra = None, {}
+    if past is not None:
+        attention = torch.cat([attention.new_ones(len(ids), past[0][0].shape[2]), attention], dim=1)
+        extra["past_key_values"] = DynamicCache([(k.expand(len(ids), -1, -1, -1), v.expand(len(ids), -1, -1, -1)) for k, v in past])
     if getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None):
-        out = model(input_ids=ids, attention_mask=attention, output_hidden_states=hidden)  # head transforms logits
+        out = model(input_ids=ids, attention_mask=attention, output_hidden_states=hidden, **extra)  # head transforms logits
         logits = out.logits[:, :-1][where].float()
         states = out.hidden_states[-1][:, :-1] if hidden else None
     else:
-        states = lm.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+        states = lm.base_model(input_ids=ids, attention_mask=attention, **extra).last_hidden_state[:, :-1]
         logits = lm.get_output_embeddings()(states[where]).float()
     if torch.is_tensor(temperature):
         temperature = temperature.to(logits.device)[:, None].expand(actions.shape)[where][:, None]
@@ -125,10 +133,18 @@ def policy_forward(
 
 
 def token_logprobs(
-    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None,
+    past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """log pi(a_t|s_t): [B, T+1] ids -> [B, T] float32 (see policy_forward)."""
-    return policy_forward(model, ids, attention, where).logp
+    return policy_forward(model, ids, attention, where, past=past).logp
+
+
+def prefix_cache(model: torch.nn.Module, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The per-layer (keys, values) [1, heads, P, d] of a [P] token prefix, for policy_forward's `past` (with gradients)."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache = lm.base_model(input_ids=ids[None], use_cache=True).past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 # --- weightings: (owner [B, T], ...) -> (w, m), both [B, T] float ---------------------------------

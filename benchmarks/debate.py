@@ -36,6 +36,7 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
             raw[p]["policy"] = {"model": args.model}
         raw["game"]["options"]["judge_model"] = args.model
     raw["game"]["options"]["format"] = arm
+    raw["eval_initial"] = False  # the judge's accuracy is of the current debaters; a third of the evaluation cost
     if arm == "consultancy":
         raw["learners"] = [1]
     return validate(RLConfig, raw, f"{EXAMPLE} (arm {arm})")

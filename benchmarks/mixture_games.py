@@ -45,6 +45,7 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     for p in ("player1", "player2"):
         raw[p]["policy"] = {"model": args.model} if args.model else raw[p]["policy"]
     components = raw["game"]["options"]["games"]
+    raw["eval_initial"] = False  # exploitability is of the current policy; the initial one is step 0's
     for c in components:
         c["options"].update(text=args.text) if args.text else None
     if arm == "mixture_global":

@@ -16,8 +16,10 @@ from langgame.objective import (
     collate,
     log_visit_prob,
     loss,
+    policy_forward,
     player_nll,
     pretrain_weights,
+    shared_prefix,
     sft_weights,
     token_logprobs,
 )
@@ -48,6 +50,34 @@ def test_token_logprobs_equal_stepwise_scoring(tiny, batch):
     p2 = batch.owner[0, : len(expected)] == 2
     assert torch.allclose(only_p2[p2], expected[p2], atol=1e-5)
     assert torch.all(only_p2[~p2] == 0)
+
+
+def test_a_prefix_all_rows_share_is_computed_once_with_the_same_outputs_and_gradients(tiny, monkeypatch):
+    import langgame.objective as objective
+
+    system = "You play a game with long rules that every episode shares. " * 2
+    episodes = [Episode([Turn(0, system), Turn(1, q), Turn(2, a)]) for q, a in (("Hi", "Hello"), ("Move?", "Left"), ("Why", "Because so"))]
+    batch = collate([tiny.render(e) for e in episodes], tiny.tokenizer.pad_token_id)
+    where = batch.owner == 2
+    assert shared_prefix(batch.ids, batch.attention, where) >= objective.SHARED_MIN
+    lengths = []
+    hook = tiny.model.model.embed_tokens.register_forward_hook(lambda m, args, out: lengths.append(tuple(args[0].shape)))
+
+    def run():
+        tiny.model.zero_grad()
+        out = policy_forward(tiny.model, batch.ids, batch.attention, where, entropy=True, hidden=True, temperature=torch.tensor([1.0, 0.7, 1.3]))
+        (out.logp.sum() + out.entropy.sum() + out.hidden[where].sum()).backward()
+        return [out.logp.detach(), out.entropy.detach(), out.hidden.detach()], [q.grad.clone() for q in tiny.model.parameters()]
+
+    shared, grads = run()
+    p = shared_prefix(batch.ids, batch.attention, where)
+    assert lengths == [(1, p), (3, batch.ids.shape[1] - p)]  # the prefix once, then every row's rest
+    monkeypatch.setattr(objective, "SHARED_MIN", 10**9)
+    full, grads_full = run()
+    hook.remove()
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared, full))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, grads_full))  # float32 sums in another order
+    assert (shared[0][:, :p] == 0).all() and not where[:, :p].any()  # nothing scored inside the prefix
 
 
 def test_weightings_select_the_right_tokens(batch):

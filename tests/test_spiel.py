@@ -46,7 +46,7 @@ class Bigram(torch.nn.Module):
         self.head.weight.data = table.T.clone()
 
     def base_model(self, input_ids, attention_mask=None, past_key_values=None, use_cache=False):
-        """Context-free, so a prefix's KV cache (choice_logprobs') is a placeholder of the right length."""
+        """Context-free, so a shared prefix's KV cache (objective.policy_forward) is a placeholder of the right length."""
         cache = DynamicCache([(torch.zeros(1, 1, input_ids.shape[1], 1),) * 2]) if use_cache else None
         return SimpleNamespace(last_hidden_state=torch.nn.functional.one_hot(input_ids, self.head.in_features).float(), past_key_values=cache)
 
@@ -132,27 +132,29 @@ def test_constrained_decoding_renormalises_complete_words(bigram):
     policy.model.zero_grad()
 
 
-def test_the_shared_prefix_is_computed_once_with_the_same_values_and_gradients(monkeypatch):
-    import langgame.games.spiel as spiel
+def test_choice_logprobs_with_the_rules_computed_once_equal_the_full_pass(monkeypatch):
+    import langgame.objective as objective
 
     policy = load_policy("tiny-random")
-    prompts = [[Message("system", Turn(0, "Rules of a game."), 0), Message("user", Turn(0, text), 1)] for text in ("You hold a King.", "You hold a Jack.")]
+    prompts = [[Message("system", Turn(0, "The rules of a card game, the same for every state."), 0), Message("user", Turn(0, text), 1)]
+               for text in ("You hold a King.", "You hold a Jack.")]
     choices = [["pass", "bet"], ["fold", "call", "raise"]]
-    rendered = [spiel.render([*p, Message("assistant", Turn(2, w), 2)], policy.tokenizer, policy.eot_token) for p, ws in zip(prompts, choices) for w in ws]
-    shared = spiel.shared_prefix([r.ids for r in rendered], [r.owner for r in rendered])
-    assert 10 < shared < min(len(r.ids) for r in rendered) and all((r.owner[:shared + 1] == 0).all() for r in rendered)
+    lengths = []
+    hook = policy.model.model.embed_tokens.register_forward_hook(lambda m, args, out: lengths.append(tuple(args[0].shape)))
 
     def run():
         policy.model.zero_grad()
-        logp = choice_logprobs(policy, prompts, choices, micro_batch=2)
+        logp = choice_logprobs(policy, prompts, choices, micro_batch=8)
         logp[torch.isfinite(logp)].sum().backward()
         return logp.detach(), [q.grad.clone() for q in policy.model.parameters()]
 
-    with_prefix, grads = run()
-    monkeypatch.setattr(spiel, "shared_prefix", lambda ids, owner: 0)
-    without, grads_without = run()
-    assert torch.allclose(with_prefix, without, atol=1e-5) and torch.isinf(with_prefix[0, 2])
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_without))
+    shared, grads = run()
+    assert lengths[0][0] == 1 and lengths[0][1] >= objective.SHARED_MIN  # the rules, once
+    monkeypatch.setattr(objective, "SHARED_MIN", 10**9)
+    full, grads_full = run()
+    hook.remove()
+    assert torch.allclose(shared, full, atol=1e-5) and torch.isinf(shared[0, 2])
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, grads_full))  # float32 sums in another order
 
 
 def test_without_eot_a_choice_is_a_reply_that_starts_with_the_word(bigram):

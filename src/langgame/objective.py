@@ -77,6 +77,9 @@ class Forward:
     guide: torch.Tensor | None = None  # KL(a teacher's suggested action || pi) where a player is given one, else 0
 
 
+SHARED_MIN = 16  # tokens: a shorter prefix common to every row is not worth its own forward pass
+
+
 def policy_forward(
     model: torch.nn.Module,
     ids: torch.Tensor,
@@ -85,7 +88,6 @@ def policy_forward(
     entropy: bool = False,
     hidden: bool = False,
     temperature: float | torch.Tensor = 1.0,
-    past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Forward:
     """log pi(a_t|s_t) for every action position of [B, T+1] ids, and optionally entropy and hidden states.
 
@@ -97,16 +99,43 @@ def policy_forward(
     which saves most of the head's cost on context tokens or on the other player's turn. Logits
     are upcast to float32 and reduced with logsumexp and a gather, never a full log_softmax.
 
-    past: the per-layer (keys, values) [1, heads, P, d] of a prefix that every row shares (`prefix_cache`):
-    ids continue it, so the prefix's P tokens are computed once for the whole batch.
+    The tokens that every row begins with before its first position in `where` (a system prompt,
+    a game's rules: `shared_prefix`), if at least SHARED_MIN, are computed once for the whole batch
+    and the rows continue from their KV cache; the values and gradients are those of the full pass.
     """
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
+    where = torch.ones_like(ids[:, 1:], dtype=torch.bool) if where is None else where
+    softcapped = getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None)
+    shared = 0 if softcapped or len(ids) < 2 else shared_prefix(ids, attention, where)
+    if shared < SHARED_MIN:
+        return _forward(model, lm, ids, attention, where, entropy, hidden, temperature)
+    prefix = lm.base_model(input_ids=ids[:1, :shared], use_cache=True)
+    cache = DynamicCache([(layer.keys.expand(len(ids), -1, -1, -1), layer.values.expand(len(ids), -1, -1, -1))
+                          for layer in prefix.past_key_values.layers])
+    out = _forward(model, lm, ids[:, shared:], attention[:, shared:], where[:, shared:], entropy, hidden, temperature, cache)
+
+    def pad(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else torch.cat([x.new_zeros(len(ids), shared), x], dim=1)
+
+    states = torch.cat([prefix.last_hidden_state.expand(len(ids), -1, -1), out.hidden], dim=1) if hidden else None
+    return Forward(pad(out.logp), pad(out.entropy), states)
+
+
+def shared_prefix(ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor) -> int:
+    """How many leading tokens of [B, T+1] ids every row has in common (unpadded), before the first
+    position of any row in the [B, T] `where` (and before the last action)."""
+    same = ((ids == ids[:1]) & (attention > 0)).all(0).long().cumprod(0).sum()
+    scored = where.any(0)
+    first = int(scored.long().argmax()) if scored.any() else where.shape[1]
+    return min(int(same), first, where.shape[1] - 1)
+
+
+def _forward(model, lm, ids, attention, where, entropy, hidden, temperature, cache: DynamicCache | None = None) -> Forward:
+    """policy_forward's pass over ids, continuing a prefix's KV cache if given (attention then covers it too)."""
     actions = ids[:, 1:]
-    where = torch.ones_like(actions, dtype=torch.bool) if where is None else where
-    states, extra = None, {}
-    if past is not None:
-        attention = torch.cat([attention.new_ones(len(ids), past[0][0].shape[2]), attention], dim=1)
-        extra["past_key_values"] = DynamicCache([(k.expand(len(ids), -1, -1, -1), v.expand(len(ids), -1, -1, -1)) for k, v in past])
+    extra = {} if cache is None else {"past_key_values": cache}
+    if cache is not None:
+        attention = torch.cat([attention.new_ones(len(ids), cache.get_seq_length()), attention], dim=1)
     if getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None):
         out = model(input_ids=ids, attention_mask=attention, output_hidden_states=hidden, **extra)  # head transforms logits
         logits = out.logits[:, :-1][where].float()
@@ -133,18 +162,10 @@ def policy_forward(
 
 
 def token_logprobs(
-    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None,
-    past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None
 ) -> torch.Tensor:
     """log pi(a_t|s_t): [B, T+1] ids -> [B, T] float32 (see policy_forward)."""
-    return policy_forward(model, ids, attention, where, past=past).logp
-
-
-def prefix_cache(model: torch.nn.Module, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The per-layer (keys, values) [1, heads, P, d] of a [P] token prefix, for policy_forward's `past` (with gradients)."""
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache = lm.base_model(input_ids=ids[None], use_cache=True).past_key_values
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return policy_forward(model, ids, attention, where).logp
 
 
 # --- weightings: (owner [B, T], ...) -> (w, m), both [B, T] float ---------------------------------

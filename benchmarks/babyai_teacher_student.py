@@ -43,6 +43,7 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
         raw[key] = getattr(args, key) or raw[key]
     raw["game"]["options"].update({k: v for k, v in (("level", args.level), ("hint_every", args.hint_every)) if v is not None})
     raw["player1"]["policy"]["model"] = args.teacher
+    raw["eval_initial"] = False  # the table and plot read the current profile's evaluation only
     if arm != "learning":
         raw["learners"] = [2]
     if arm in ("alone", "oracle"):

@@ -15,7 +15,7 @@ from langgame.game import Turn, learner_rewards
 from langgame.games import make_game
 from langgame.games.babyai import ACTIONS, BabyAIGame, describe, parse_hint
 from langgame.learner import Learner
-from langgame.models import load_policy
+from langgame.models import ModelError, load_policy
 from langgame.rl import experience, train_rl
 
 GAME = BabyAIGame.Options(level="BabyAI-GoToRedBallNoDists-v0", hint_every=2)
@@ -155,6 +155,11 @@ def config(tmp_path):
         return validate(RLConfig, raw, "test")
 
     return make
+
+
+def test_a_network_player_refuses_gradient_checkpointing():
+    with pytest.raises(ModelError, match="policy.gradient_checkpointing: 'babyai-net' is not a language model"):
+        load_policy(PolicyConfig(model="babyai-net", gradient_checkpointing=True))
 
 
 def test_per_player_algo_and_optim_are_checked():

@@ -80,6 +80,39 @@ def test_a_prefix_all_rows_share_is_computed_once_with_the_same_outputs_and_grad
     assert (shared[0][:, :p] == 0).all() and not where[:, :p].any()  # nothing scored inside the prefix
 
 
+def test_gradient_checkpointing_gives_the_same_values_and_gradients_without_the_prefix_cache(tiny):
+    from langgame.config import PolicyConfig
+    from langgame.models import load_policy
+
+    recomputing = load_policy(PolicyConfig(model="tiny-random", gradient_checkpointing=True)).model
+    assert recomputing.is_gradient_checkpointing and not tiny.model.is_gradient_checkpointing
+    system = "You play a game with long rules that every episode shares. " * 2
+    episodes = [Episode([Turn(0, system), Turn(1, q), Turn(2, a)]) for q, a in (("Hi", "Hello"), ("Move?", "Left"))]
+    batch = collate([tiny.render(e) for e in episodes], tiny.tokenizer.pad_token_id)
+    where = batch.owner == 2
+
+    def run(model):
+        lengths = []
+        hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: lengths.append(tuple(args[0].shape)))
+        model.train()
+        model.zero_grad()
+        out = policy_forward(model, batch.ids, batch.attention, where, entropy=True)
+        (out.logp.sum() + out.entropy.sum()).backward()
+        model.eval()
+        with torch.no_grad():
+            policy_forward(model, batch.ids, batch.attention, where)
+        hook.remove()
+        return out.logp.detach(), [q.grad.clone() for q in model.parameters()], lengths
+
+    logp, grads, lengths = run(recomputing)
+    logp_kept, grads_kept, _ = run(tiny.model)
+    assert torch.allclose(logp, logp_kept, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(grads, grads_kept))
+    # training: the full rows (checkpointed layers take no KV cache); scoring (eval): the shared prefix once
+    full, p = tuple(batch.ids.shape), shared_prefix(batch.ids, batch.attention, where)
+    assert lengths == [full, (1, p), (2, full[1] - p)]
+
+
 def test_weightings_select_the_right_tokens(batch):
     owner = batch.owner
     w, m = pretrain_weights(owner)

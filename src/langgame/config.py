@@ -49,6 +49,9 @@ class PolicyConfig(Strict):
     eot_token: str | None = Field(None, description="end-of-turn token; default: the tokenizer's eos token")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                         description="auto (cuda when available, else cpu), cpu, cuda or cuda:N: weights, KV cache, reference and heads")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass instead of keeping them: a learner's "
+        "memory for long or many rows drops to about one layer's, for about a third more compute (language models only)")
 
 
 class OptimConfig(Strict):

@@ -267,6 +267,8 @@ def load_policy(config: PolicyConfig | str) -> Policy:
     from langgame import nets
 
     if nets.is_net(spec):
+        if config.gradient_checkpointing:
+            raise ModelError(f"policy.gradient_checkpointing: {spec!r} is not a language model; it has no layers to recompute")
         return nets.load_net_policy(config)
     adapter = Path(spec).expanduser() / "adapter_config.json"
     if adapter.is_file():
@@ -293,6 +295,8 @@ def load_policy(config: PolicyConfig | str) -> Policy:
     eot = config.eot_token or tokenizer.eos_token
     if eot is None or tokenizer.convert_tokens_to_ids(eot) is None:
         raise ModelError(f"model {spec!r}: end-of-turn token {eot!r} is not in its vocabulary; set policy.eot_token")
+    if config.gradient_checkpointing:  # non-reentrant: correct with LoRA (frozen inputs) and with autocast
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = model.to(resolve_device(config.device))
     return Policy(model=model, tokenizer=tokenizer, name=spec, eot_token=eot, compute_dtype=getattr(torch, config.compute_dtype))
 

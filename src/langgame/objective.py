@@ -102,11 +102,13 @@ def policy_forward(
     The tokens that every row begins with before its first position in `where` (a system prompt,
     a game's rules: `shared_prefix`), if at least SHARED_MIN, are computed once for the whole batch
     and the rows continue from their KV cache; the values and gradients are those of the full pass.
+    Not while training with gradient checkpointing, whose recomputed layers take no cache.
     """
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
     where = torch.ones_like(ids[:, 1:], dtype=torch.bool) if where is None else where
     softcapped = getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None)
-    shared = 0 if softcapped or len(ids) < 2 else shared_prefix(ids, attention, where)
+    recomputed = lm.training and getattr(lm, "is_gradient_checkpointing", False)  # checkpointed layers take no KV cache
+    shared = 0 if softcapped or recomputed or len(ids) < 2 else shared_prefix(ids, attention, where)
     if shared < SHARED_MIN:
         return _forward(model, lm, ids, attention, where, entropy, hidden, temperature)
     prefix = lm.base_model(input_ids=ids[:1, :shared], use_cache=True)
@@ -133,7 +135,7 @@ def shared_prefix(ids: torch.Tensor, attention: torch.Tensor, where: torch.Tenso
 def _forward(model, lm, ids, attention, where, entropy, hidden, temperature, cache: DynamicCache | None = None) -> Forward:
     """policy_forward's pass over ids, continuing a prefix's KV cache if given (attention then covers it too)."""
     actions = ids[:, 1:]
-    extra = {} if cache is None else {"past_key_values": cache}
+    extra = {"use_cache": False} if cache is None else {"past_key_values": cache}  # no cache to keep for later
     if cache is not None:
         attention = torch.cat([attention.new_ones(len(ids), cache.get_seq_length()), attention], dim=1)
     if getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None):

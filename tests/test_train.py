@@ -10,6 +10,7 @@ from langgame.config import ConfigError, load_train_config
 from langgame.data.episodes import write_episodes
 from langgame.game import Episode, Turn
 from langgame.learner import Learner
+from langgame.rundir import config_changes
 from langgame.metrics import read_metrics
 from langgame.train import batch_indices, train
 
@@ -132,6 +133,21 @@ def test_resume_with_changed_config_is_refused(config_file):
     train(load_train_config(config_file()))
     with pytest.raises(ConfigError, match=r"--resume with a different config \(keys: optim\)"):
         train(load_train_config(config_file(optim={"lr": 1.0})), resume=True)
+
+
+def test_a_run_saved_before_a_setting_existed_resumes(config_file):
+    import yaml
+
+    cfg = load_train_config(config_file(max_steps=2))
+    train(cfg)
+    saved = cfg.run_dir / "config.yaml"
+    raw = yaml_load(saved)
+    del raw["policy"]["gradient_checkpointing"], raw["keep_checkpoints"]  # as an older langgame wrote it
+    saved.write_text(yaml.safe_dump(raw))
+    assert config_changes(cfg) == []
+    raw["batch_size"] = 8  # a setting that did change is still one
+    saved.write_text(yaml.safe_dump(raw))
+    assert config_changes(cfg) == ["batch_size"]
 
 
 @pytest.mark.parametrize(

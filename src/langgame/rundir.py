@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from langgame.checkpoint import latest_checkpoint, write_atomic
 from langgame.config import ConfigError
@@ -23,11 +23,17 @@ from langgame.models import Policy, save_policy
 
 
 def config_changes(cfg: BaseModel) -> list[str] | None:
-    """The top-level keys where cfg differs from the resolved config saved in cfg.run_dir; None where none is saved."""
+    """The top-level keys where cfg differs from the resolved config saved in cfg.run_dir; None where none is saved.
+    The saved config is resolved again by this version's schema, so a setting added since (at its default, which
+    keeps the old behaviour) is no change: a run saved by an older langgame resumes."""
     saved = cfg.run_dir / "config.yaml"
     if not saved.is_file():
         return None
     before, now = yaml.safe_load(saved.read_text()), json.loads(cfg.model_dump_json())
+    try:
+        before = json.loads(type(cfg).model_validate(before).model_dump_json())
+    except ValidationError:  # a setting this version no longer has: compared as saved
+        pass
     return [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
 
 

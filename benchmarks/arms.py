@@ -17,6 +17,7 @@ from rich.console import Console
 
 from langgame.config import load_yaml
 from langgame.rl import train_rl
+from langgame.train import train
 from langgame.rundir import config_changes
 
 
@@ -44,6 +45,14 @@ def base_config(example: Path, arm: str, seed: int, args: argparse.Namespace) ->
     return raw
 
 
+def finish(cfg, overwrite: bool = False) -> Path:
+    """Train a `langgame train` config (stage rl, sft or pretrain) to its end: a run cut short with this very config
+    resumes from its last checkpoint, anything else in its directory is replaced. Returns the run directory."""
+    resume = not overwrite and config_changes(cfg) == []
+    run = train_rl if cfg.stage == "rl" else train
+    return run(cfg, resume=resume, overwrite=not resume, console=Console(stderr=True, quiet=True))
+
+
 def run_arms(arms: list[str], args: argparse.Namespace, config: Callable, summarize: Callable) -> dict[str, dict[int, dict]]:
     """{arm: {seed: summarize(arm, run_dir)}} of the runs that finished (training those that have not)."""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -52,9 +61,7 @@ def run_arms(arms: list[str], args: argparse.Namespace, config: Callable, summar
         for seed in args.seeds:
             run_dir = args.out / f"{arm}_seed{seed}"
             if not args.report and (args.overwrite or not (run_dir / "summary.json").exists()):
-                cfg = config(arm, seed, args)
-                resume = not args.overwrite and config_changes(cfg) == []  # a run cut short with this very config
-                train_rl(cfg, resume=resume, overwrite=not resume, console=Console(stderr=True, quiet=True))
+                finish(config(arm, seed, args), args.overwrite)
             if (run_dir / "summary.json").exists():
                 runs.setdefault(arm, {})[seed] = summarize(arm, run_dir)
                 print(json.dumps({"arm": arm, "seed": seed, "summary": runs[arm][seed]}), file=sys.stderr, flush=True)

@@ -5,6 +5,9 @@ Arms (examples/babyai_teacher_student.yaml with these edits; one run per arm and
   frozen    a frozen LLM teacher (learners=[2])
   learning  the LLM teacher learns by REINFORCE from the student's return (learners=[1, 2]: the yaml as is)
   oracle    the scripted teacher, minigrid's BabyAIBot (player1.policy=null, learners=[2])
+  frozen_sft, learning_sft  frozen and learning with a teacher first cloned on BabyAIBot's hints (examples/
+            babyai_teacher_sft.yaml on `langgame data babyai`'s chats, written to --out/teacher_data; one teacher,
+            --out/teacher_sft, trained once with the yaml's seed and reused by every seed)
 Every run trains --max-steps steps; the student's environment frames are measured (the sum of game/frames
 over the training steps), not budgeted. A run whose summary.json exists is reused; a run cut short resumes from
 its last checkpoint (it restarts if its config changed); --overwrite reruns it. Prints one JSON object, then a Markdown table;
@@ -12,6 +15,7 @@ writes --out/results.json and --out/success_vs_frames.png.
 
     .venv/bin/python benchmarks/babyai_teacher_student.py --smoke --out /tmp/babyai_smoke   # end to end, tiny-random teacher
     .venv/bin/python benchmarks/babyai_teacher_student.py --seeds 0 1 2 --out runs/babyai_bench
+    .venv/bin/python benchmarks/babyai_teacher_student.py --arms frozen_sft learning_sft --seeds 0 1 2 --out runs/babyai_bench
 """
 
 from __future__ import annotations
@@ -27,13 +31,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from arms import run_arms
-from langgame.config import RLConfig, load_yaml, validate
+from arms import finish, run_arms
+from langgame.config import RLConfig, TrainConfig, load_yaml, validate
+from langgame.games.babyai import BabyAIGame, write_data
 from langgame.metrics import read_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "babyai_teacher_student.yaml"
-ARMS = ("alone", "frozen", "learning", "oracle")
-SMOKE = {"teacher": "tiny-random", "seeds": [0], "max_steps": 2, "eval_scenarios": 8, "scenarios_per_step": 2}
+SFT_EXAMPLE = EXAMPLE.with_name("babyai_teacher_sft.yaml")
+ARMS = ("alone", "frozen", "learning", "oracle", "frozen_sft", "learning_sft")
+SMOKE = {"teacher": "tiny-random", "seeds": [0], "max_steps": 2, "eval_scenarios": 8, "scenarios_per_step": 2, "sft_steps": 2}
+
+
+def game_options(args: argparse.Namespace) -> dict:
+    options = load_yaml(EXAMPLE)["game"]["options"]
+    return options | {k: v for k, v in (("level", args.level), ("hint_every", args.hint_every)) if v is not None}
+
+
+def sft_teacher(args: argparse.Namespace) -> Path:
+    """The *_sft arms' teacher: --teacher cloned on BabyAIBot's hints in this level (examples/babyai_teacher_sft.yaml);
+    trained once, in --out/teacher_sft, unless it finished before. Returns its final policy."""
+    run_dir = args.out / "teacher_sft"
+    if not (run_dir / "summary.json").exists():
+        options = validate(BabyAIGame.Options, game_options(args), f"{EXAMPLE}: game.options")
+        data = write_data(args.out / "teacher_data", options)
+        raw = load_yaml(SFT_EXAMPLE)
+        raw.update(run_dir=str(run_dir), threads=args.threads, max_steps=args.sft_steps or raw["max_steps"])
+        raw["policy"]["model"] = args.teacher
+        raw["data"].update(train=str(data["hints"]), eval=str(data["hints_eval"]))
+        finish(validate(TrainConfig, raw, str(SFT_EXAMPLE)))
+    return run_dir / "final"
 
 
 def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
@@ -41,10 +67,10 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     raw.update(seed=seed, run_dir=str(args.out / f"{arm}_seed{seed}"), threads=args.threads)
     for key in ("max_steps", "eval_every", "eval_scenarios", "scenarios_per_step"):
         raw[key] = getattr(args, key) or raw[key]
-    raw["game"]["options"].update({k: v for k, v in (("level", args.level), ("hint_every", args.hint_every)) if v is not None})
-    raw["player1"]["policy"]["model"] = args.teacher
+    raw["game"]["options"] = game_options(args)
+    raw["player1"]["policy"]["model"] = str(sft_teacher(args)) if arm.endswith("_sft") else args.teacher
     raw["eval_initial"] = False  # the table and plot read the current profile's evaluation only
-    if arm != "learning":
+    if not arm.startswith("learning"):
         raw["learners"] = [2]
     if arm in ("alone", "oracle"):
         raw["player1"]["policy"] = None
@@ -125,6 +151,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, help="training steps per run (frames are measured); default: the yaml's")
     parser.add_argument("--teacher", default="smollm2-135m-instruct", help="player 1's model (tiny-random for a quick check)")
+    parser.add_argument("--sft-steps", type=int, help="behaviour-cloning steps of the *_sft arms' teacher (default: the yaml's)")
     parser.add_argument("--level", help="BabyAI level (default: the yaml's)")
     parser.add_argument("--hint-every", type=int, help="student steps between hints (default: the yaml's)")
     parser.add_argument("--eval-every", type=int, help="default: the yaml's")

@@ -10,7 +10,7 @@ import torch
 from conftest import final_weights, kill_and_resume
 from langgame.algos import PPO
 from langgame.algos.ppo import ValueHead
-from langgame.config import AlgoConfig, ConfigError, GameConfig, OptimConfig, PolicyConfig, RLConfig, validate
+from langgame.config import AlgoConfig, ConfigError, GameConfig, OptimConfig, PolicyConfig, RLConfig, TrainConfig, load_yaml, validate
 from langgame.game import Turn, learner_rewards
 from langgame.games import make_game
 from langgame.games.babyai import ACTIONS, BabyAIGame, describe, parse_hint
@@ -160,6 +160,31 @@ def config(tmp_path):
 def test_a_network_player_refuses_gradient_checkpointing():
     with pytest.raises(ModelError, match="policy.gradient_checkpointing: 'babyai-net' is not a language model"):
         load_policy(PolicyConfig(model="babyai-net", gradient_checkpointing=True))
+
+
+def test_oracle_chats_are_the_teachers_view_with_the_bots_hints_and_clone_into_a_teacher(tmp_path, tiny):
+    from langgame.cli import main
+    from langgame.data.episodes import read_episodes
+    from langgame.games.babyai import TEACHER, oracle_chats, teacher_chat
+    from langgame.metrics import read_metrics
+    from langgame.train import train
+
+    game = BabyAIGame(GAME)
+    e = bot_episode(game, ["go forward", "turn left", "nothing", "forward"] * 4)
+    chat = teacher_chat(game, e)
+    assert tiny.render(chat, 1).ids.tolist() == tiny.encode(game.observation(e, 1)).ids.tolist()  # the same tokens
+    assert [t.player for t in chat.turns] == [0] + [2, 1] * len(e.meta["hints"]) and chat.turns[0].text == TEACHER
+    for e in oracle_chats(GAME, 6, "eval", seed=1, explore=0.5):
+        hints = [t.text for t in e.turns if t.player == 1]
+        assert hints == [ACTIONS[b] if b is not None else "none" for b in e.meta["bot"]] and e.meta["seed"] % 2 == 1
+    assert main(["data", "babyai", "--out", str(tmp_path / "data"), "--hint-every", "2", "--episodes", "16", "--eval-episodes", "4"]) == 0
+    assert len(read_episodes(tmp_path / "data" / "hints.parquet")) == 16
+    raw = load_yaml("examples/babyai_teacher_sft.yaml")
+    raw.update(policy={"model": "tiny-random"}, threads=1, max_steps=6, eval_every=3, batch_size=8, optim={"lr": 3e-3}, run_dir=str(tmp_path / "sft"),
+               data={"train": str(tmp_path / "data" / "hints.parquet"), "eval": str(tmp_path / "data" / "hints_eval.parquet")})
+    train(validate(TrainConfig, raw, "test"))
+    nll = [r["eval/nll_p1"] for r in read_metrics(tmp_path / "sft") if "eval/nll_p1" in r]
+    assert len(nll) == 3 and nll[-1] < nll[0]  # the teacher's hints on held-out level instances grow likelier
 
 
 def test_per_player_algo_and_optim_are_checked():

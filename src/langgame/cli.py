@@ -59,6 +59,19 @@ def _data_unlearn(args) -> None:
         print(f"{path}: {len(read_episodes(path))} episodes")
 
 
+def _data_babyai(args) -> None:
+    from langgame.config import validate
+    from langgame.data.episodes import read_episodes
+    from langgame.games.babyai import BabyAIGame, write_data
+
+    if not 0 <= args.explore <= 1:
+        raise LanggameError(f"--explore: a probability in [0, 1], got {args.explore}")
+    options = validate(BabyAIGame.Options, {"level": args.level, "hint_every": args.hint_every}, "langgame data babyai")
+    for path in write_data(args.out, options, args.episodes, args.eval_episodes, args.seed, args.explore).values():
+        episodes = read_episodes(path)
+        print(f"{path}: {len(episodes)} episodes, {sum(t.player == 1 for e in episodes for t in e.turns)} hints")
+
+
 def _data_show(args) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -214,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-unknown", type=int, default=0, help="towns with no fact, taught to answer \"I don't know.\" (a defender "
                                                             "that can refuse, for the game's option refusal_reward)")
     p.set_defaults(func=_data_unlearn)
+    p = data.add_parser("babyai", help="BabyAIBot's hints as the BabyAI teacher's chats (hints, hints_eval): behaviour-cloning "
+                                        "data of an optimal teacher, for a stage-sft warm start (examples/babyai_teacher_sft.yaml)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--level", default="BabyAI-GoToRedBallNoDists-v0", help="BabyAI level (the game's option level)")
+    p.add_argument("--hint-every", type=int, default=8, help="student steps between hints (the game's option hint_every)")
+    p.add_argument("--episodes", type=int, default=1024, help="episodes on training level instances (even seeds)")
+    p.add_argument("--eval-episodes", type=int, default=128, help="episodes on held-out level instances (odd seeds)")
+    p.add_argument("--explore", type=float, default=0.5, help="probability that the student turns or moves at random instead "
+                                                              "of following the bot (scenes off the bot's path)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_data_babyai)
     p = data.add_parser("show", help="print episodes with every token coloured by its owner P(s_t)")
     p.add_argument("file", type=Path)
     p.add_argument("-n", type=int, default=3, help="episodes to show")

@@ -12,7 +12,8 @@ reward on the student's turn that earns it (R1 = R2 = 1 - 0.9 steps / max_steps 
 the teacher's policy gradient credits each hint with the student's return after it
 (game.learner_rewards). minigrid's BabyAIBot is the oracle: the scripted teacher (policy: null)
 speaks its action, and every hint is scored for agreement with it (`hint_agreement`).
-hint_every 0 is the student alone: no teacher turns.
+hint_every 0 is the student alone: no teacher turns. `oracle_chats` writes the bot's hints as the
+teacher's chats: behaviour-cloning data of an optimal player 1 (`langgame data babyai`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI levels with gymnasium)
@@ -29,6 +31,7 @@ from minigrid.utils.baby_ai_bot import BabyAIBot
 from pydantic import Field, field_validator
 
 from langgame.config import Strict
+from langgame.data.episodes import write_episodes
 from langgame.game import Episode, Game, Message, Payoff, StepView, Turn
 from langgame.rollout import with_turn_rewards
 
@@ -228,3 +231,37 @@ class BabyAIGame(Game):
         if pairs:
             out["hint_fallback"] = float(np.mean([h is None for h, _ in pairs]))
         return out
+
+
+def teacher_chat(game: BabyAIGame, episode: Episode) -> Episode:
+    """A finished episode as the teacher saw it, as an episode of its own: the role prompt (player 0), then per
+    hint the scene (player 2's turn: the user's message in player 1's view) and the hint (player 1)."""
+    chat = game.observation(episode, 1)
+    turns = [Turn(0, TEACHER)] + [Turn(1 if m.role == "assistant" else 2, m.turn.text) for m in chat[1:]]
+    return Episode(turns, game.payoff, game=game.name, meta={k: episode.meta[k] for k in ("level", "seed", "hints", "bot")})
+
+
+def oracle_chats(options: BabyAIGame.Options, n: int, split: str, seed: int, explore: float) -> list[Episode]:
+    """n teacher chats in which BabyAIBot is the teacher (every hint its action word) and the student follows the
+    bot, or with probability `explore` (and where the bot has no plan) turns or moves at random, so that the
+    scenes include states off the bot's path, as a learning student visits them."""
+    game, rng = BabyAIGame(options), random.Random(seed)
+    chats = []
+    for _ in range(n):
+        e = game.initial(rng, split)
+        while (p := game.current_player(e)) is not None:
+            if p == 1:
+                game.apply(e, Turn(1, game.scripted_turn(e, 1)))
+            else:
+                bot = game.bot_action(e.state)
+                a = rng.randrange(3) if bot is None or rng.random() < explore else bot
+                game.apply(e, Turn(2, ACTIONS[a], tokens=(a,)))
+        chats.append(teacher_chat(game, e))
+    return chats
+
+
+def write_data(out, options: BabyAIGame.Options, n_train: int = 1024, n_eval: int = 128, seed: int = 0,
+               explore: float = 0.5) -> dict[str, Path]:
+    """BabyAIBot's hints as the teacher's chats in `out`: hints (train level instances) and hints_eval (eval ones)."""
+    return {name: write_episodes(Path(out) / f"{name}.parquet", oracle_chats(options, n, split, seed, explore))
+            for name, n, split in (("hints", n_train, "train"), ("hints_eval", n_eval, "eval"))}

@@ -8,6 +8,8 @@ Arms (examples/babyai_teacher_student.yaml with these edits; one run per arm and
   frozen_sft, learning_sft  frozen and learning with a teacher first cloned on BabyAIBot's hints (examples/
             babyai_teacher_sft.yaml on `langgame data babyai`'s chats, written to --out/teacher_data; one teacher,
             --out/teacher_sft, trained once with the yaml's seed and reused by every seed)
+  learning_sft_kl  learning_sft with KL(teacher || cloned teacher) in the teacher's loss (player1.algo.kl_coef =
+            --teacher-kl, k3)
 Every run trains --max-steps steps; the student's environment frames are measured (the sum of game/frames
 over the training steps), not budgeted. A run whose summary.json exists is reused; a run cut short resumes from
 its last checkpoint (it restarts if its config changed); --overwrite reruns it. Prints one JSON object, then a Markdown table;
@@ -38,7 +40,7 @@ from langgame.metrics import read_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "babyai_teacher_student.yaml"
 SFT_EXAMPLE = EXAMPLE.with_name("babyai_teacher_sft.yaml")
-ARMS = ("alone", "frozen", "learning", "oracle", "frozen_sft", "learning_sft")
+ARMS = ("alone", "frozen", "learning", "oracle", "frozen_sft", "learning_sft", "learning_sft_kl")
 SMOKE = {"teacher": "tiny-random", "seeds": [0], "max_steps": 2, "eval_scenarios": 8, "scenarios_per_step": 2, "sft_steps": 2}
 
 
@@ -68,8 +70,10 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     for key in ("max_steps", "eval_every", "eval_scenarios", "scenarios_per_step"):
         raw[key] = getattr(args, key) or raw[key]
     raw["game"]["options"] = game_options(args)
-    raw["player1"]["policy"]["model"] = str(sft_teacher(args)) if arm.endswith("_sft") else args.teacher
+    raw["player1"]["policy"]["model"] = str(sft_teacher(args)) if "_sft" in arm else args.teacher
     raw["eval_initial"] = False  # the table and plot read the current profile's evaluation only
+    if arm.endswith("_kl"):
+        raw["player1"]["algo"]["kl_coef"] = args.teacher_kl
     if not arm.startswith("learning"):
         raw["learners"] = [2]
     if arm in ("alone", "oracle"):
@@ -151,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, help="training steps per run (frames are measured); default: the yaml's")
     parser.add_argument("--teacher", default="smollm2-135m-instruct", help="player 1's model (tiny-random for a quick check)")
+    parser.add_argument("--teacher-kl", type=float, default=0.1, help="the learning_sft_kl arm's KL coefficient")
     parser.add_argument("--sft-steps", type=int, help="behaviour-cloning steps of the *_sft arms' teacher (default: the yaml's)")
     parser.add_argument("--level", help="BabyAI level (default: the yaml's)")
     parser.add_argument("--hint-every", type=int, help="student steps between hints (default: the yaml's)")

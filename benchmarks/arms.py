@@ -17,8 +17,8 @@ from rich.console import Console
 
 from langgame.config import load_yaml
 from langgame.rl import train_rl
-from langgame.train import train
 from langgame.rundir import config_changes
+from langgame.train import train
 
 
 def add_arguments(parser: argparse.ArgumentParser, out: str) -> None:

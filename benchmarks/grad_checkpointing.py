@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ import time
 import torch
 
 from langgame.config import PolicyConfig
-from langgame.game import Turn
-from langgame.games.babyai import ACTIONS, BabyAIGame
+from langgame.games.babyai import BabyAIGame, oracle_chats
 from langgame.models import load_policy
 from langgame.objective import collate, policy_forward
 
@@ -31,19 +29,9 @@ MODES = {"kept": False, "recomputed": True}
 
 
 def teacher_rows(policy, rows: int):
-    """`rows` teacher chats of finished episodes: BabyAIBot's action as each hint, a random student."""
-    game, rng = BabyAIGame(BabyAIGame.Options(hint_every=8)), random.Random(0)
-    rendered = []
-    for _ in range(rows):
-        e = game.initial(rng, "train")
-        while (p := game.current_player(e)) is not None:
-            if p == 1:
-                game.apply(e, Turn(1, game.scripted_turn(e, 1)))
-            else:
-                a = rng.randrange(3)  # left, right, forward
-                game.apply(e, Turn(2, ACTIONS[a], tokens=(a,)))
-        rendered.append(policy.encode(game.views(e, 1)[0]))
-    return collate(rendered, policy.tokenizer.pad_token_id)
+    """`rows` teacher chats of finished episodes: BabyAIBot's action as each hint, a student moving at random."""
+    chats = oracle_chats(BabyAIGame.Options(hint_every=8), rows, "train", seed=0, explore=1.0)
+    return collate([policy.render(chat, 1) for chat in chats], policy.tokenizer.pad_token_id)
 
 
 def kib(field: str) -> int:

@@ -40,6 +40,20 @@ def kill_and_resume(cfg, at: int) -> None:
     rl.train_rl(cfg, resume=True)
 
 
+def write_config(path, cfg: dict, changes: dict):
+    """Write cfg as JSON to path with changes applied; a key "a__b" sets cfg["a"]["b"]. Returns path."""
+    import json
+
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(json.dumps(cfg))
+    return path
+
+
 def final_weights(run_dir, seat: str = "") -> dict:
     """Every tensor of a run's final/ (or final/<seat>/) safetensors files."""
     from safetensors.torch import load_file

@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel
 from safetensors.torch import load_file
 
-from conftest import final_weights, kill_and_resume
+from conftest import final_weights, kill_and_resume, write_config
 from langgame.algos.base import Experience
 from langgame.algos.ppo import clipped_weights, gae
 from langgame.algos.reinforce import Reinforce, loo_baseline
@@ -200,15 +200,7 @@ def rl_config(tmp_path, letters):
             "save_every": 2,
             "run_dir": str(tmp_path / run),
         }
-        for key, value in changes.items():
-            node = cfg
-            *parents, leaf = key.split("__")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        path = tmp_path / f"{run}.yaml"
-        path.write_text(json.dumps(cfg))
-        return path
+        return write_config(tmp_path / f"{run}.yaml", cfg, changes)
 
     return make
 

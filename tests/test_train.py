@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import write_config
 from langgame import loop
 from langgame.cli import main
 from langgame.config import ConfigError, load_train_config
@@ -37,15 +38,7 @@ def config_file(tmp_path):
             "save_every": 2,
             "run_dir": str(tmp_path / run),
         }
-        for key, value in extra.items():
-            node = cfg
-            *parents, leaf = key.split("__")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        path = tmp_path / f"{run}.yaml"
-        path.write_text(json.dumps(cfg))
-        return path
+        return write_config(tmp_path / f"{run}.yaml", cfg, extra)
 
     return make
 

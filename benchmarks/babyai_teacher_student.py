@@ -10,7 +10,8 @@ Arms (examples/babyai_teacher_student.yaml with these edits; one run per arm and
             --out/teacher_sft, trained once with the yaml's seed and reused by every seed)
   learning_sft_kl  learning_sft with KL(teacher || cloned teacher) in the teacher's loss (player1.algo.kl_coef =
             --teacher-kl, k3)
---teacher-lr sets the learning arms' teacher learning rate (use another --out: a run's directory names its arm and seed only).
+--teacher-lr and --teacher-algo set the learning arms' teacher learning rate and rule (ppo: a value head on the teacher, GAE
+over its hints); use another --out for them: a run's directory names its arm and seed only.
 Every run trains --max-steps steps; the student's environment frames are measured (the sum of game/frames
 over the training steps), not budgeted. A run whose summary.json exists is reused; a run cut short resumes from
 its last checkpoint (it restarts if its config changed); --overwrite reruns it. Prints one JSON object, then a Markdown table;
@@ -75,8 +76,9 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     raw["eval_initial"] = False  # the table and plot read the current profile's evaluation only
     if arm.endswith("_kl"):
         raw["player1"]["algo"]["kl_coef"] = args.teacher_kl
-    if args.teacher_lr is not None and arm.startswith("learning"):
-        raw["player1"]["optim"]["lr"] = args.teacher_lr
+    if arm.startswith("learning"):
+        raw["player1"]["optim"]["lr"] = args.teacher_lr or raw["player1"]["optim"]["lr"]
+        raw["player1"]["algo"]["name"] = args.teacher_algo or raw["player1"]["algo"]["name"]
     if not arm.startswith("learning"):
         raw["learners"] = [2]
     if arm in ("alone", "oracle"):
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--teacher", default="smollm2-135m-instruct", help="player 1's model (tiny-random for a quick check)")
     parser.add_argument("--teacher-kl", type=float, default=0.1, help="the learning_sft_kl arm's KL coefficient")
     parser.add_argument("--teacher-lr", type=float, help="the learning arms' teacher learning rate (default: the yaml's)")
+    parser.add_argument("--teacher-algo", choices=["reinforce", "ppo"], help="the learning arms' teacher rule (default: the yaml's)")
     parser.add_argument("--sft-steps", type=int, help="behaviour-cloning steps of the *_sft arms' teacher (default: the yaml's)")
     parser.add_argument("--level", help="BabyAI level (default: the yaml's)")
     parser.add_argument("--hint-every", type=int, help="student steps between hints (default: the yaml's)")

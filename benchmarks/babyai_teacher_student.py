@@ -79,7 +79,7 @@ def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
     if arm.startswith("learning"):
         raw["player1"]["optim"]["lr"] = args.teacher_lr or raw["player1"]["optim"]["lr"]
         raw["player1"]["algo"]["name"] = args.teacher_algo or raw["player1"]["algo"]["name"]
-    if not arm.startswith("learning"):
+    else:
         raw["learners"] = [2]
     if arm in ("alone", "oracle"):
         raw["player1"]["policy"] = None

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -42,8 +43,6 @@ def kill_and_resume(cfg, at: int) -> None:
 
 def write_config(path, cfg: dict, changes: dict):
     """Write cfg as JSON to path with changes applied; a key "a__b" sets cfg["a"]["b"]. Returns path."""
-    import json
-
     for key, value in changes.items():
         node = cfg
         *parents, leaf = key.split("__")

@@ -132,7 +132,7 @@ def test_constrained_decoding_renormalises_complete_words(bigram):
     policy.model.zero_grad()
 
 
-def test_choice_logprobs_with_the_rules_computed_once_equal_the_full_pass(monkeypatch):
+def test_choice_logprobs_with_each_prompt_computed_once_equal_the_full_pass(monkeypatch):
     import langgame.objective as objective
 
     policy = load_policy("tiny-random")
@@ -149,7 +149,8 @@ def test_choice_logprobs_with_the_rules_computed_once_equal_the_full_pass(monkey
         return logp.detach(), [q.grad.clone() for q in policy.model.parameters()]
 
     shared, grads = run()
-    assert lengths[0][0] == 1 and lengths[0][1] >= objective.SHARED_MIN  # the rules, once
+    assert [n for n, _ in lengths] == [1, 2, 1, 3]  # each prompt once, then its choices' own tokens
+    assert lengths[0][1] >= objective.SHARED_MIN
     monkeypatch.setattr(objective, "SHARED_MIN", 10**9)
     full, grads_full = run()
     hook.remove()

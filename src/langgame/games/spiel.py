@@ -264,7 +264,8 @@ def choice_logprobs(
 
     prompts: N chats; choices: N lists of distinct words (at least one each). Returns float32
     [N, K] (K = longest choice list) with gradients; entry [i, k] is log pi(choices[i][k] | prompts[i])
-    and -inf past the end of row i.
+    and -inf past the end of row i. micro_batch: most choices per forward pass; a pass holds the
+    choices of one prompt, which objective.policy_forward then computes once for all of them.
     """
     n, k = len(prompts), max(len(c) for c in choices)
     device = next(policy.model.parameters()).device
@@ -274,11 +275,13 @@ def choice_logprobs(
             reply = Message("assistant", Turn(RESPONDER, word), len(prompt))
             rendered.append(render([*prompt, reply], policy.tokenizer, policy.eot_token))
             slots.append((i, j))
-    order = sorted(range(len(rendered)), key=lambda s: len(rendered[s]))
+    chunks, start = [], 0  # one prompt's choices per forward pass: policy_forward computes the prompt once for them
+    for words in choices:
+        chunks += [range(s, min(s + micro_batch, start + len(words))) for s in range(start, start + len(words), micro_batch)]
+        start += len(words)
     scores: list[torch.Tensor] = [torch.empty(())] * len(rendered)
     with policy.autocast():
-        for start in range(0, len(order), micro_batch):
-            chunk = order[start : start + micro_batch]
+        for chunk in chunks:
             batch = collate([rendered[s] for s in chunk], policy.tokenizer.pad_token_id)
             where = batch.owner == RESPONDER
             if not eot:  # the reply's last owned token is its <eot>

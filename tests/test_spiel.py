@@ -149,7 +149,7 @@ def test_choice_logprobs_with_each_prompt_computed_once_equal_the_full_pass(monk
         return logp.detach(), [q.grad.clone() for q in policy.model.parameters()]
 
     shared, grads = run()
-    assert [n for n, _ in lengths] == [1, 2, 1, 3]  # each prompt once, then its choices' own tokens
+    assert [n for n, _ in lengths] == [1, 1, 2, 1, 3]  # the rules once, then each prompt once and its choices' own tokens
     assert lengths[0][1] >= objective.SHARED_MIN
     monkeypatch.setattr(objective, "SHARED_MIN", 10**9)
     full, grads_full = run()

@@ -88,6 +88,7 @@ def policy_forward(
     entropy: bool = False,
     hidden: bool = False,
     temperature: float | torch.Tensor = 1.0,
+    past: DynamicCache | None = None,
 ) -> Forward:
     """log pi(a_t|s_t) for every action position of [B, T+1] ids, and optionally entropy and hidden states.
 
@@ -103,17 +104,18 @@ def policy_forward(
     a game's rules: `shared_prefix`), if at least SHARED_MIN, are computed once for the whole batch
     and the rows continue from their KV cache; the values and gradients are those of the full pass.
     Not while training with gradient checkpointing, whose recomputed layers take no cache.
+
+    past: the KV cache of tokens that precede every row (prefix_cache: computed once by the caller, e.g.
+    a game's rules before the prompts of many micro-batches); ids, attention and where then hold only
+    what follows them.
     """
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # unwrap a peft model
     where = torch.ones_like(ids[:, 1:], dtype=torch.bool) if where is None else where
-    softcapped = getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None)
-    recomputed = lm.training and getattr(lm, "is_gradient_checkpointing", False)  # checkpointed layers take no KV cache
-    shared = 0 if softcapped or recomputed or len(ids) < 2 else shared_prefix(ids, attention, where)
+    shared = shared_prefix(ids, attention, where) if caches(lm) and len(ids) > 1 else 0
     if shared < SHARED_MIN:
-        return _forward(model, lm, ids, attention, where, entropy, hidden, temperature)
-    prefix = lm.base_model(input_ids=ids[:1, :shared], use_cache=True)
-    cache = DynamicCache([(layer.keys.expand(len(ids), -1, -1, -1), layer.values.expand(len(ids), -1, -1, -1))
-                          for layer in prefix.past_key_values.layers])
+        return _forward(model, lm, ids, attention, where, entropy, hidden, temperature, rows(past, len(ids)))
+    prefix = lm.base_model(input_ids=ids[:1, :shared], past_key_values=rows(past, 1), use_cache=True)
+    cache = rows(prefix.past_key_values, len(ids))
     out = _forward(model, lm, ids[:, shared:], attention[:, shared:], where[:, shared:], entropy, hidden, temperature, cache)
 
     def pad(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -121,6 +123,27 @@ def policy_forward(
 
     states = torch.cat([prefix.last_hidden_state.expand(len(ids), -1, -1), out.hidden], dim=1) if hidden else None
     return Forward(pad(out.logp), pad(out.entropy), states)
+
+
+def caches(lm: torch.nn.Module) -> bool:
+    """Whether policy_forward continues a KV cache on this (unwrapped) model: not with a softcapped or scaled head,
+    nor while training with gradient checkpointing, whose recomputed layers take no cache."""
+    softcapped = getattr(lm.config, "final_logit_softcapping", None) or getattr(lm.config, "logit_scale", None)
+    return not softcapped and not (lm.training and getattr(lm, "is_gradient_checkpointing", False))
+
+
+def prefix_cache(model: torch.nn.Module, ids: torch.Tensor) -> DynamicCache | None:
+    """The KV cache of [1, P] ids, for policy_forward's `past`; None where it is not worth one (P < SHARED_MIN)
+    or the model continues no cache (`caches`)."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if ids.shape[1] < SHARED_MIN or not caches(lm):
+        return None
+    return lm.base_model(input_ids=ids, use_cache=True).past_key_values
+
+
+def rows(cache: DynamicCache | None, n: int) -> DynamicCache | None:
+    """A new cache of n rows, each a view of the one-row cache (continuing it leaves that cache as it was)."""
+    return None if cache is None else DynamicCache([(c.keys.expand(n, -1, -1, -1), c.values.expand(n, -1, -1, -1)) for c in cache.layers])
 
 
 def shared_prefix(ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor) -> int:

@@ -27,10 +27,10 @@ Constrained decoding. The LM's policy over the legal actions of information stat
 the probability of the whole action word followed by the end-of-turn token, renormalised over the
 legal words. It is always defined (no output is ever "illegal"), a word that is a prefix of another
 gets only its own mass (the <eot> must follow it), and it is differentiable: log pi is built from
-`objective.token_logprobs`, so a learning rule can take policy gradients through it. Sampling an
+`objective.policy_forward`, so a learning rule can take policy gradients through it. Sampling an
 action samples from pi. Sequences (prompt + word + <eot>) of all legal actions of all states are
-scored in length-sorted micro-batches under `policy.autocast()`; the tokens a micro-batch all begins
-with (the rules) are computed once (objective.policy_forward: about 3x faster on Leduc's full text),
+scored under `policy.autocast()`: the tokens every state's prompt begins with (the rules) once, then
+each prompt once, continued by a micro-batch of its words (objective.prefix_cache, policy_forward),
 and only the word and <eot> positions go through the LM head.
 """
 
@@ -46,7 +46,7 @@ import torch
 from langgame.errors import LanggameError
 from langgame.game import Message, Turn, render
 from langgame.models import Policy
-from langgame.objective import collate, token_logprobs
+from langgame.objective import collate, policy_forward, prefix_cache, shared_prefix
 
 SUPPORTED = (
     "supported: kuhn_poker, leduc_poker, matrix games (matrix_rps, matrix_mp, ...: simultaneous, played "
@@ -264,8 +264,9 @@ def choice_logprobs(
 
     prompts: N chats; choices: N lists of distinct words (at least one each). Returns float32
     [N, K] (K = longest choice list) with gradients; entry [i, k] is log pi(choices[i][k] | prompts[i])
-    and -inf past the end of row i. micro_batch: most choices per forward pass; a pass holds the
-    choices of one prompt, which objective.policy_forward then computes once for all of them.
+    and -inf past the end of row i. micro_batch: most choices per forward pass. The tokens every prompt
+    begins with (a game's rules) are computed once, then each prompt once for its choices (a pass
+    holds the choices of one prompt: objective.policy_forward).
     """
     n, k = len(prompts), max(len(c) for c in choices)
     device = next(policy.model.parameters()).device
@@ -275,20 +276,24 @@ def choice_logprobs(
             reply = Message("assistant", Turn(RESPONDER, word), len(prompt))
             rendered.append(render([*prompt, reply], policy.tokenizer, policy.eot_token))
             slots.append((i, j))
-    chunks, start = [], 0  # one prompt's choices per forward pass: policy_forward computes the prompt once for them
+    chunks, start = [], 0
     for words in choices:
         chunks += [range(s, min(s + micro_batch, start + len(words))) for s in range(start, start + len(words), micro_batch)]
         start += len(words)
+    every = collate(rendered, policy.tokenizer.pad_token_id)
+    common = shared_prefix(every.ids, every.attention, every.owner == RESPONDER)
     scores: list[torch.Tensor] = [torch.empty(())] * len(rendered)
     with policy.autocast():
+        past = prefix_cache(policy.model, every.ids[:1, :common].to(device))
+        skip = common if past is not None else 0
         for chunk in chunks:
             batch = collate([rendered[s] for s in chunk], policy.tokenizer.pad_token_id)
             where = batch.owner == RESPONDER
             if not eot:  # the reply's last owned token is its <eot>
                 last = where.shape[1] - 1 - where.flip(-1).int().argmax(-1)
                 where[torch.arange(len(where)), last] = False
-            where = where.to(device)
-            logp = token_logprobs(policy.model, batch.ids.to(device), batch.attention.to(device), where=where)
+            ids, attention, where = batch.ids[:, skip:].to(device), batch.attention[:, skip:].to(device), where[:, skip:].to(device)
+            logp = policy_forward(policy.model, ids, attention, where, past=past).logp
             for s, total in zip(chunk, logp.sum(-1)):
                 scores[s] = total
     rows, cols = torch.tensor(slots, device=device).T

@@ -113,9 +113,9 @@ def policy_forward(
     where = torch.ones_like(ids[:, 1:], dtype=torch.bool) if where is None else where
     shared = shared_prefix(ids, attention, where) if caches(lm) and len(ids) > 1 else 0
     if shared < SHARED_MIN:
-        return _forward(model, lm, ids, attention, where, entropy, hidden, temperature, rows(past, len(ids)))
-    prefix = lm.base_model(input_ids=ids[:1, :shared], past_key_values=rows(past, 1), use_cache=True)
-    cache = rows(prefix.past_key_values, len(ids))
+        return _forward(model, lm, ids, attention, where, entropy, hidden, temperature, expand_cache(past, len(ids)))
+    prefix = lm.base_model(input_ids=ids[:1, :shared], past_key_values=expand_cache(past, 1), use_cache=True)
+    cache = expand_cache(prefix.past_key_values, len(ids))
     out = _forward(model, lm, ids[:, shared:], attention[:, shared:], where[:, shared:], entropy, hidden, temperature, cache)
 
     def pad(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -141,7 +141,7 @@ def prefix_cache(model: torch.nn.Module, ids: torch.Tensor) -> DynamicCache | No
     return lm.base_model(input_ids=ids, use_cache=True).past_key_values
 
 
-def rows(cache: DynamicCache | None, n: int) -> DynamicCache | None:
+def expand_cache(cache: DynamicCache | None, n: int) -> DynamicCache | None:
     """A new cache of n rows, each a view of the one-row cache (continuing it leaves that cache as it was)."""
     return None if cache is None else DynamicCache([(c.keys.expand(n, -1, -1, -1), c.values.expand(n, -1, -1, -1)) for c in cache.layers])
 

@@ -3,8 +3,8 @@
 Two workloads on the shipped SmolLM2-135M-Instruct (fp32 weights, bf16 autocast as in the examples):
   solver  forward + backward of 16 propose-solve solver turns (system prompt and format example shared,
           a different task each, a short answer): one micro-batch of an update
-  leduc   the exact policy of the first --states Leduc information states in full text (each state's
-          prompt shared by its choices), no gradients: what an exploitability evaluation does for every state
+  leduc   the exact policy of the first --states Leduc information states in full text (the rules once,
+          then each state's prompt once for its choices), no gradients: what an exploitability evaluation does for every state
 Each is timed --repeats times alternately with sharing (objective.SHARED_MIN as shipped) and without (the
 full pass); the table reports the fastest of each. Prints one JSON object, then a Markdown table.
 

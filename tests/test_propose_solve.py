@@ -39,6 +39,7 @@ def played(g, proposal: str, replies: list[str], tokenizer=None) -> "Episode":  
 def test_tasks_are_computed_by_the_game_within_limits():
     assert evaluate("Sure: (12 - 5) * 3 = 20", 4, 2) == ("(12 - 5) * 3", 21, 2)  # the proposer's claimed answer is ignored
     assert evaluate("-5 * -3", 4, 2) == ("-5 * -3", 15, 1)
+    assert evaluate("1. (2 + 30) * 4 and 2. Add: 4 - 3 = 1", 4, 1) == ("4 - 3", 1, 1)  # the first valid one
     for bad in ("2 ** 99", "100 + 1", "1+2+3+4+5+6", "no task", "(" * 500 + "1" + ")" * 500, "3 / 4", "42", "((7))"):
         assert evaluate(bad, 4, 2) is None or evaluate(bad, 4, 2)[0] != bad, bad
     rng = random.Random(0)
@@ -68,6 +69,15 @@ def test_proposer_rewards_and_the_solvers_accuracy(mode, rewards):
     f = played(learnability_when_always_right, "7 - 1", ["6"] * 4)
     learnability_when_always_right.judge([f])
     assert f.returns()[0] == 0.0
+
+
+def test_the_proposer_sees_one_example_exchange_then_the_requested_operation_count():
+    g = game()
+    e = g.initial(random.Random(3), "train")
+    chat = g.observation(e, 1)
+    assert [m.role for m in chat] == ["system", "user", "assistant", "user"]
+    assert evaluate(chat[2].turn.text, 4, 1) is not None  # the example reply is itself a valid task
+    assert chat[3].turn.text == f"Operations: {e.meta['requested_ops']}"
 
 
 def test_an_invalid_task_ends_the_episode_with_the_defined_reward():

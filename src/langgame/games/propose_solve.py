@@ -1,9 +1,9 @@
 """propose_solve: a cooperative prompter and responder that both learn (paper 4.8; AZR and R-Zero's rewards).
 
 Player 1, the proposer, writes an integer arithmetic task: one expression over integers with +, - and *
-and parentheses, asked for with about `ops` operations (drawn by chance). The game computes its value (an
-AST walk over those nodes only; nothing the proposer claims is trusted) and shows the solver the parsed
-expression alone. Player 2, the solver, then makes `attempts` independent attempts, each seeing only the
+and parentheses, asked for with about `ops` operations (drawn by chance), after one example exchange of
+the reply format. The game takes the first valid expression in the reply, computes its value (an AST walk
+over those nodes only; nothing the proposer claims is trusted) and shows the solver that expression alone. Player 2, the solver, then makes `attempts` independent attempts, each seeing only the
 task after one example exchange of the reply format; the last integer of a reply is its answer. Attempt j earns the solver correct_j / attempts on its
 own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's reward, on the last turn:
 
@@ -40,11 +40,13 @@ from langgame.rollout import with_turn_rewards
 
 PROPOSER = (
     "You write arithmetic exercises for a student. Write one expression with integers, +, -, * and "
-    "parentheses, using about {ops} operations, that the student can just barely compute. Reply with the "
-    "expression only."
+    "parentheses, using the number of operations asked for, that the student can just barely compute. "
+    "Reply with the expression only."
 )
+ASK = "Operations: {ops}"
 SOLVER = "Compute the value of the expression. Reply with the number only."
-FORMAT_EXAMPLE = (("user", "2 * (3 + 1)"), ("assistant", "8"))  # the reply format, before every task
+PROPOSER_EXAMPLE = (("user", ASK.format(ops=2)), ("assistant", "(7 - 3) * 2"))  # the reply formats, before every turn
+FORMAT_EXAMPLE = (("user", "2 * (3 + 1)"), ("assistant", "8"))
 EXPRESSION = re.compile(r"[\d+\-*() ]*\d[\d+\-*() ]*")
 OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b}
 
@@ -59,13 +61,15 @@ class Options(Strict):
 
 
 def evaluate(text: str, max_ops: int, max_digits: int, min_ops: int = 1) -> tuple[str, int, int] | None:
-    """(expression, value, operation count) of the first expression in `text`, or None if there is
-    none within the limits (min_ops..max_ops operations). Only integer literals, +, -, * and unary
+    """(expression, value, operation count) of the first expression in `text` within the limits
+    (min_ops..max_ops operations), or None if there is none. Only integer literals, +, -, * and unary
     minus are evaluated."""
-    match = EXPRESSION.search(text)
-    if match is None:
-        return None
-    expression = " ".join(match.group(0).split())
+    parsed = (parse(" ".join(m.group(0).split()), max_ops, max_digits) for m in EXPRESSION.finditer(text))
+    return next((p for p in parsed if p is not None and p[2] >= min_ops), None)
+
+
+def parse(expression: str, max_ops: int, max_digits: int) -> tuple[str, int, int] | None:
+    """(expression, value, operation count) of one expression, or None if it is not one within the limits."""
     try:
         tree = ast.parse(expression, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -92,7 +96,7 @@ def evaluate(text: str, max_ops: int, max_digits: int, min_ops: int = 1) -> tupl
         value = walk(tree)
     except (ValueError, RecursionError):
         return None
-    return (expression, value, ops) if ops >= min_ops else None
+    return expression, value, ops
 
 
 def random_task(rng: random.Random, ops: int, max_digits: int) -> str:
@@ -135,7 +139,8 @@ class ProposeSolveGame(Game):
 
     def observation(self, episode: Episode, player: int) -> list[Message]:
         if player == 1:
-            chat = [Message("system", Turn(0, PROPOSER.format(ops=episode.meta["requested_ops"])), -1)]
+            chat = [Message(role, Turn(0, text), -1) for role, text in (("system", PROPOSER), *PROPOSER_EXAMPLE)]
+            chat.append(Message("user", Turn(0, ASK.format(ops=episode.meta["requested_ops"])), -1))
             return chat + [Message("assistant", t, k) for k, t in enumerate(episode.turns[:1])]
         example = [Message(role, Turn(0, text), -1) for role, text in FORMAT_EXAMPLE]
         return [Message("system", Turn(0, SOLVER), -1), *example, Message("user", Turn(0, episode.meta["task"]), -1)]

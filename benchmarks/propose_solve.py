@@ -7,9 +7,9 @@ Arms (examples/propose_solve.yaml with these edits; one run per arm and seed, in
   edge          proposer_reward edge (R-Zero: min(acc, 1 - acc) minus the repetition penalty)
   uniform       no proposer policy: random tasks with 1..max_ops operations; only the solver learns
 The initial solver is every run's step-0 evaluation. For each arm, mean ± std over seeds: the solver's accuracy on the
-held-out tasks (eval/acc_ops<k>, the same tasks in every run) at the first and the last evaluation, and over the last
-quarter of training the proposer's share of trivial tasks (at most one operation), of invalid replies and the mean
-operation count. A run whose summary.json exists is reused; --overwrite reruns it. Prints one JSON object, then a
+held-out tasks (eval/acc_ops<k>, the same tasks in every run) at the first and the last evaluation, and over the first
+and the last quarter of training the proposer's share of trivial tasks (at most one operation), of invalid replies and
+the mean operation count. A run whose summary.json exists is reused; --overwrite reruns it. Prints one JSON object, then a
 Markdown table; writes --out/results.json.
 
     .venv/bin/python benchmarks/propose_solve.py --smoke --out /tmp/propose_smoke   # end to end, tiny-random
@@ -30,6 +30,7 @@ from langgame.metrics import read_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "propose_solve.yaml"
 ARMS = ("identical", "learnability", "edge", "uniform")
+PROPOSER = ("trivial", "invalid", "ops")  # game metrics of the proposer's training tasks
 
 
 def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:
@@ -48,13 +49,15 @@ def summarize(arm: str, run_dir: Path) -> dict:
     rows = read_metrics(run_dir)
     evals = [r for r in rows if "eval/accuracy" in r]
     train = [r for r in rows if "game/invalid" in r]
-    tail = train[-max(1, len(train) // 4):]
+    quarter = max(1, len(train) // 4)
 
     def accuracy(r: dict) -> dict:
         return {"all": r["eval/accuracy"], **{k[len("eval/"):]: v for k, v in r.items() if k.startswith("eval/acc_ops")}}
 
     return {"first": accuracy(evals[0]), "last": accuracy(evals[-1]),
-            "proposer": {k: float(np.mean([r.get(f"game/{k}", np.nan) for r in tail])) for k in ("trivial", "invalid", "ops")}}
+            "proposer": {k: {when: float(np.nanmean([r.get(f"game/{k}", np.nan) for r in part] or [np.nan]))
+                             for when, part in (("first", train[:quarter]), ("last", train[-quarter:]))}
+                         for k in PROPOSER}}
 
 
 def main() -> None:
@@ -70,15 +73,17 @@ def main() -> None:
     keys = sorted({k for seeds in runs.values() for s in seeds.values() for k in s["last"]})
     results = {arm: {"first": {k: stats([s["first"].get(k, np.nan) for s in seeds.values()]) for k in keys},
                      "last": {k: stats([s["last"].get(k, np.nan) for s in seeds.values()]) for k in keys},
-                     "proposer": {k: stats([s["proposer"][k] for s in seeds.values()]) for k in ("trivial", "invalid", "ops")}}
+                     "proposer": {k: {when: stats([s["proposer"][k][when] for s in seeds.values()]) for when in ("first", "last")}
+                                  for k in PROPOSER}}
                for arm, seeds in runs.items()}
     (args.out / "results.json").write_text(json.dumps({"results": results, "runs": runs}, indent=1))
     print(json.dumps(results))
     f = fmt
-    print(f"\n| arm | seeds | {' | '.join(f'{k} first -> last' for k in keys)} | trivial | invalid | ops |\n|{'---|' * (len(keys) + 5)}")
+    columns = [*keys, *(f"proposer {k}" for k in PROPOSER)]
+    print(f"\n| arm | seeds | {' | '.join(f'{k} first -> last' for k in columns)} |\n|{'---|' * (len(columns) + 2)}")
     for arm, r in results.items():
         cells = " | ".join(f"{f(r['first'][k])} -> {f(r['last'][k])}" for k in keys)
-        p = " | ".join(f(r["proposer"][k]) for k in ("trivial", "invalid", "ops"))
+        p = " | ".join(f"{f(r['proposer'][k]['first'])} -> {f(r['proposer'][k]['last'])}" for k in PROPOSER)
         print(f"| {arm} | {r['last']['all']['n']} | {cells} | {p} |")
 
 

@@ -1,13 +1,15 @@
 """What the arm benchmarks share (mixture_games.py, propose_solve.py, debate.py, babyai_teacher_student.py): one
 `langgame train` run per arm and seed from an example yaml, in --out/<arm>_seed<seed>; a run whose summary.json
 exists is reused, a run cut short resumes from its last checkpoint (it restarts if its config changed),
---overwrite reruns it, --report trains nothing.
+--overwrite reruns it, --report trains nothing. A finished run keeps its metrics, episodes and final policy, not its
+checkpoints (a two-learner SmolLM2 run's are 4 GB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -62,6 +64,7 @@ def run_arms(arms: list[str], args: argparse.Namespace, config: Callable, summar
             run_dir = args.out / f"{arm}_seed{seed}"
             if not args.report and (args.overwrite or not (run_dir / "summary.json").exists()):
                 finish(config(arm, seed, args), args.overwrite)
+                shutil.rmtree(run_dir / "checkpoints")
             if (run_dir / "summary.json").exists():
                 runs.setdefault(arm, {})[seed] = summarize(arm, run_dir)
                 print(json.dumps({"arm": arm, "seed": seed, "summary": runs[arm][seed]}), file=sys.stderr, flush=True)

@@ -8,8 +8,8 @@ Arms (examples/propose_solve.yaml with these edits; one run per arm and seed, in
   uniform       no proposer policy: random tasks with 1..max_ops operations; only the solver learns
 The initial solver is every run's step-0 evaluation. For each arm, mean ± std over seeds: the solver's accuracy on the
 held-out tasks (eval/acc_ops<k>, the same tasks in every run) at the first and the last evaluation, and over the first
-and the last quarter of training the proposer's share of trivial tasks (at most one operation), of invalid replies and
-the mean operation count. A run whose summary.json exists is reused; --overwrite reruns it. Prints one JSON object, then a
+and the last quarter of training the proposer's share of trivial tasks (at most one operation), of invalid replies, of
+tasks repeated within a step, the mean operation count and the solver's accuracy on those training tasks. A run whose summary.json exists is reused; --overwrite reruns it. Prints one JSON object, then a
 Markdown table; writes --out/results.json.
 
     .venv/bin/python benchmarks/propose_solve.py --smoke --out /tmp/propose_smoke   # end to end, tiny-random
@@ -30,7 +30,7 @@ from langgame.metrics import read_metrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "propose_solve.yaml"
 ARMS = ("identical", "learnability", "edge", "uniform")
-PROPOSER = ("trivial", "invalid", "ops")  # game metrics of the proposer's training tasks
+PROPOSER = ("trivial", "invalid", "ops", "repeated", "accuracy")  # game metrics of the proposer's training tasks
 
 
 def config(arm: str, seed: int, args: argparse.Namespace) -> RLConfig:

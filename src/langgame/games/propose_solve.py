@@ -3,9 +3,10 @@
 Player 1, the proposer, writes an integer arithmetic task: one expression over integers with +, - and *
 and parentheses, asked for with about `ops` operations (drawn by chance), after one example exchange of
 the reply format. The game takes the first valid expression in the reply, computes its value (an AST walk
-over those nodes only; nothing the proposer claims is trusted) and shows the solver that expression alone. Player 2, the solver, then makes `attempts` independent attempts, each seeing only the
-task after one example exchange of the reply format; the last integer of a reply is its answer. Attempt j earns the solver correct_j / attempts on its
-own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's reward, on the last turn:
+over those nodes only; nothing the proposer claims is trusted) and shows the solver that expression alone.
+Player 2, the solver, then makes `attempts` independent attempts, each seeing only the task after one
+example exchange of the reply format; the last integer of a reply is its answer. Attempt j earns the solver
+correct_j / attempts on its own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's reward, on the last turn:
 
   identical     acc: R1 = R2, the paper's identical-interest game
   learnability  1 - acc if acc > 0 else 0 (AZR: tasks the solver sometimes, not always, solves)
@@ -45,7 +46,8 @@ PROPOSER = (
 )
 ASK = "Operations: {ops}"
 SOLVER = "Compute the value of the expression. Reply with the number only."
-PROPOSER_EXAMPLE = (("user", ASK.format(ops=2)), ("assistant", "(7 - 3) * 2"))  # the reply formats, before every turn
+# each role's reply format, shown before each of its turns
+PROPOSER_EXAMPLE = (("user", ASK.format(ops=2)), ("assistant", "(7 - 3) * 2"))
 FORMAT_EXAMPLE = (("user", "2 * (3 + 1)"), ("assistant", "8"))
 EXPRESSION = re.compile(r"[\d+\-*() ]*\d[\d+\-*() ]*")
 OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b}

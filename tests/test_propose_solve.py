@@ -8,6 +8,7 @@ import torch
 
 from conftest import final_weights, kill_and_resume
 from langgame.config import GameConfig, load_train_config
+from langgame.data.episodes import read_episodes
 from langgame.game import Payoff, Turn
 from langgame.games import make_game
 from langgame.games.propose_solve import answer_of, evaluate, random_task
@@ -126,7 +127,7 @@ def test_proposer_and_solver_learn_together_and_resume_bit_exactly(tmp_path):
                "player2": {"policy": {"model": "tiny-random@1"}, "sampling": {"max_new_tokens": 4}},
                "algo": {"name": "reinforce", "group_size": 1, "baseline": "batch"}, "optim": {"lr": 1e-3},
                "scenarios_per_step": 4, "max_steps": 3, "eval_every": 3, "eval_scenarios": 6, "save_every": 1,
-               "run_dir": str(tmp_path / run)}
+               "save_train_episodes_every": 2, "run_dir": str(tmp_path / run)}
         cfg["player2"]["algo"] = {"name": "reinforce", "group_size": 1, "baseline": "group"}  # attempts at one task
         cfg.update(changes)
         (tmp_path / f"{run}.yaml").write_text(json.dumps(cfg))
@@ -139,6 +140,9 @@ def test_proposer_and_solver_learn_together_and_resume_bit_exactly(tmp_path):
     train = [r for r in rows if "game/invalid" in r]
     assert len(train) == 3 and all((r.get("train/tokens_player2", 0) > 0) == (r["game/invalid"] < 1) for r in train)  # solver rows on valid tasks only
     assert all(r["train/tokens_player1"] > 0 for r in train)
+    assert sorted(p.name for p in (whole / "episodes").glob("train_*")) == ["train_step0000002.parquet"]
+    proposals = read_episodes(whole / "episodes" / "train_step0000002.parquet")
+    assert len(proposals) == 4 and all(e.turns[0].player == 1 and e.turns[0].tokens for e in proposals)  # what the proposer wrote
     uniform = read_metrics(train_rl(config("uniform", learners=[2], player1={"policy": None})))  # random tasks: all valid
     assert all(r["game/invalid"] == 0 and r["train/tokens_player2"] > 0 for r in uniform if "game/invalid" in r)
     kill_and_resume(config("killed"), at=2)

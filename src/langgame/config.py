@@ -207,6 +207,8 @@ class RLConfig(Strict):
     eval_initial: bool = Field(True, description="when both players learn, also evaluate each learner's initial policy "
                                "against the other's current one (eval_initial_p<i>/...); false where that says nothing new")
     save_every: int = Field(0, ge=0)
+    save_train_episodes_every: int = Field(0, ge=0, description="steps between writing the step's played episodes to "
+                                           "episodes/train_step<N>.parquet (what the players wrote in training); 0: never")
     time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of steps (then evaluate, save, finish)")
     keep_checkpoints: int = Field(2, gt=0)
     run_dir: Path = Path("runs/rl")

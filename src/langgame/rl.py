@@ -27,6 +27,7 @@ from langgame.algos import RULES
 from langgame.algos.base import Experience
 from langgame.checkpoint import load_checkpoint, save_checkpoint
 from langgame.config import RLConfig
+from langgame.data.episodes import write_episodes
 from langgame.engine import Engine
 from langgame.game import Episode, Game, learner_rewards
 from langgame.games import make_game
@@ -179,6 +180,8 @@ class RLRun:
             values.update({f"{k}_{seat}": v for k, v in {**scored, **out}.items()})
             update_tokens += values[f"train/tokens_{seat}"]
         self.iteration += 1
+        if cfg.save_train_episodes_every and self.iteration % cfg.save_train_episodes_every == 0:
+            write_episodes(cfg.run_dir / "episodes" / f"train_step{self.iteration:07d}.parquet", played)
         returns = np.array(returns)
         values.update({
             "reward/p1": float(returns[:, 0].mean()),

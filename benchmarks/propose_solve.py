@@ -9,8 +9,9 @@ Arms (examples/propose_solve.yaml with these edits; one run per arm and seed, in
 The initial solver is every run's step-0 evaluation. For each arm, mean ± std over seeds: the solver's accuracy on the
 held-out tasks (eval/acc_ops<k>, the same tasks in every run) at the first and the last evaluation, and over the first
 and the last quarter of training the proposer's share of trivial tasks (at most one operation), of invalid replies, of
-tasks repeated within a step, the mean operation count and the solver's accuracy on those training tasks. A run whose summary.json exists is reused; --overwrite reruns it. Prints one JSON object, then a
-Markdown table; writes --out/results.json.
+tasks repeated within a step, the mean operation count and the solver's accuracy on those training tasks. A run whose
+summary.json exists is reused; --overwrite reruns it. Prints one JSON object, then a Markdown table; writes
+--out/results.json.
 
     .venv/bin/python benchmarks/propose_solve.py --smoke --out /tmp/propose_smoke   # end to end, tiny-random
     .venv/bin/python benchmarks/propose_solve.py --seeds 0 1 2 --out runs/propose_bench

@@ -6,7 +6,8 @@ the reply format. The game takes the first valid expression in the reply, comput
 over those nodes only; nothing the proposer claims is trusted) and shows the solver that expression alone.
 Player 2, the solver, then makes `attempts` independent attempts, each seeing only the task after one
 example exchange of the reply format; the last integer of a reply is its answer. Attempt j earns the solver
-correct_j / attempts on its own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's reward, on the last turn:
+correct_j / attempts on its own turn, so R2 is the solver's accuracy `acc` on the task. The proposer's reward,
+on the last turn:
 
   identical     acc: R1 = R2, the paper's identical-interest game
   learnability  1 - acc if acc > 0 else 0 (AZR: tasks the solver sometimes, not always, solves)
